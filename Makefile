@@ -1,0 +1,43 @@
+# The README's two commands: `make run` (embedded, nothing else needed) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench lint format check-deploy clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Web (gunicorn) + Celery worker + beat in the foreground; Ctrl-C stops all of them.
+run: $(STAMP)
+	DEBUG=$${DEBUG-1} $(PY) manage.py serve
+
+# The whole suite against real PostgreSQL and Redis (started here if installed but stopped).
+test: $(STAMP)
+	bash scripts/ensure-services.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	bash scripts/ensure-services.sh
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Production settings must pass Django's deployment checklist.
+check-deploy: $(STAMP)
+	DEBUG=0 SECRET_KEY=$$($(PY) -c 'import secrets;print(secrets.token_urlsafe(50))') \
+	FIELD_ENCRYPTION_KEYS=$$($(PY) -c 'from cryptography.fernet import Fernet;print(Fernet.generate_key().decode())') \
+	ALLOWED_HOSTS=example.com $(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf var/broker var/cache var/celerybeat-schedule*

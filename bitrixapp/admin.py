@@ -1,0 +1,128 @@
+"""Admin for operators: portals (never showing token values), the command log, events."""
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from bitrixapp import events, install, outbox
+from bitrixapp.models import B24Command, BitrixEvent, Portal
+
+
+@admin.register(Portal)
+class PortalAdmin(admin.ModelAdmin):
+    list_display = ("domain", "member_id", "status", "plan", "app_status", "last_error_at")
+    list_filter = ("status", "detected_plan", "plan_override")
+    search_fields = ("domain", "member_id")
+    # Secrets are left out of the form entirely; only whether they are set is shown.
+    fields = (
+        "member_id",
+        "domain",
+        "client_endpoint",
+        "server_endpoint",
+        "status",
+        "app_status",
+        "detected_plan",
+        "plan_override",
+        "scope",
+        "installer_user_id",
+        "tokens",
+        "token_expires_at",
+        "events_bound_version",
+        "paused_methods",
+        "last_error",
+        "last_error_at",
+        "installed_at",
+        "uninstalled_at",
+        "updated_at",
+    )
+    readonly_fields = tuple(f for f in fields if f != "plan_override")
+    actions = ("rerun_setup",)
+
+    @admin.display(description="tokens")
+    def tokens(self, portal: Portal) -> str:
+        return ", ".join(
+            f"{name}: {'set' if getattr(portal, name) else 'missing'}"
+            for name in ("access_token", "refresh_token", "application_token")
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # portals come from Bitrix24 installs only
+
+    @admin.action(description="Re-bind events and re-read the plan")
+    def rerun_setup(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
+        for portal in queryset.filter(status=Portal.Status.ACTIVE):
+            install.queue_setup(portal)
+        messages.success(request, "Setup queued.")
+
+
+@admin.register(B24Command)
+class B24CommandAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "portal",
+        "method",
+        "owner_key",
+        "state",
+        "attempts",
+        "http_status",
+        "error_code",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("state", "method", "portal", "error_code")
+    search_fields = ("owner_key", "method", "error_description")
+    list_select_related = ("portal",)
+    date_hierarchy = "created_at"
+    exclude = ("params", "result")
+    readonly_fields = [
+        f.name for f in B24Command._meta.fields if f.name not in ("params", "result")
+    ]
+    readonly_fields += ["request_json", "response_json"]
+    actions = ("retry_now",)
+
+    @admin.display(description="request params")
+    def request_json(self, command: B24Command) -> str:
+        return format_html(
+            "<pre>{}</pre>", json.dumps(command.params, indent=2, ensure_ascii=False)
+        )
+
+    @admin.display(description="response")
+    def response_json(self, command: B24Command) -> str:
+        return format_html(
+            "<pre>{}</pre>", json.dumps(command.result, indent=2, ensure_ascii=False)
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Send again now (failed or waiting commands)")
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[B24Command]) -> None:
+        retry = queryset.filter(state__in=(B24Command.State.FAILED, B24Command.State.PENDING))
+        portals = set(retry.values_list("portal_id", flat=True))
+        count = retry.update(
+            state=B24Command.State.PENDING, next_attempt_at=timezone.now(), finished_at=None
+        )
+        for portal_id in portals:
+            outbox.kick(portal_id)
+        messages.success(request, f"{count} command(s) queued again.")
+
+
+@admin.register(BitrixEvent)
+class BitrixEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "portal", "event", "state", "received_at", "processed_at")
+    list_filter = ("state", "event", "portal")
+    readonly_fields = [f.name for f in BitrixEvent._meta.fields]
+    actions = ("reprocess",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Process again")
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[BitrixEvent]) -> None:
+        for event in queryset:
+            events.reprocess(event)
+        messages.success(request, f"{queryset.count()} event(s) queued again.")

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class BitrixAppConfig(AppConfig):
+    name = "bitrixapp"
+    verbose_name = "Bitrix24 platform"
+
+    def ready(self) -> None:
+        # Registers the outbox result handlers used by install/setup.
+        from bitrixapp import install  # noqa: F401

@@ -1,0 +1,162 @@
+"""The platform layer's tables: portals (tenants), the Bitrix24 command outbox, inbound events."""
+
+import time
+from urllib.parse import urlsplit
+
+from django.db import models
+from django.utils import timezone
+
+from bitrixapp.crypto import EncryptedTextField
+
+
+class Portal(models.Model):
+    """One Bitrix24 portal that installed the app. Keyed by member_id: domains can change."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        NEEDS_REAUTH = "needs_reauth", "needs re-authorization"
+        UNINSTALLED = "uninstalled", "uninstalled"
+
+    class Plan(models.TextChoices):
+        STANDARD = "standard", "standard (2 req/s, burst 50)"
+        ENTERPRISE = "enterprise", "enterprise (5 req/s, burst 250)"
+
+    member_id = models.CharField(max_length=64, unique=True)
+    domain = models.CharField(max_length=255)
+    client_endpoint = models.URLField(max_length=255)
+    server_endpoint = models.URLField(max_length=255, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    app_status = models.CharField(max_length=1, blank=True, help_text="L/F/D/T/P from Bitrix24")
+    detected_plan = models.CharField(max_length=16, choices=Plan.choices, blank=True)
+    plan_override = models.CharField(
+        max_length=16, choices=Plan.choices, blank=True, help_text="Empty: use the detected plan"
+    )
+    application_token = EncryptedTextField(blank=True)
+    access_token = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=500, blank=True)
+    installer_user_id = models.IntegerField(null=True, blank=True)
+    events_bound_version = models.CharField(max_length=32, blank=True)
+    # method -> unix time until which Bitrix24 refuses it (OPERATION_TIME_LIMIT)
+    paused_methods = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    installed_at = models.DateTimeField(default=timezone.now)
+    uninstalled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.domain or self.member_id
+
+    @property
+    def plan(self) -> str:
+        return self.plan_override or self.detected_plan or self.Plan.STANDARD
+
+    @property
+    def rest_base(self) -> str:
+        return (
+            self.client_endpoint
+            if self.client_endpoint.endswith("/")
+            else self.client_endpoint + "/"
+        )
+
+    @property
+    def can_send(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    def method_paused_until(self, method: str) -> float:
+        return float(self.paused_methods.get(method.lower(), 0))
+
+    def active_pauses(self) -> dict[str, float]:
+        now = time.time()
+        return {m: until for m, until in self.paused_methods.items() if until > now}
+
+    def record_error(self, message: str) -> None:
+        self.last_error = message[:2000]
+        self.last_error_at = timezone.now()
+
+    @staticmethod
+    def endpoint_host(url: str) -> str:
+        return urlsplit(url).netloc
+
+
+class B24Command(models.Model):
+    """One Bitrix24 REST call the app wants made: the outbox row the dispatcher sends.
+
+    Commands with the same `owner_key` (e.g. "call:42") go out strictly in id order; a command
+    may take values from an earlier one's result through `depends_on` + `$ref` params.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENDING = "sending", "sending"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    OPEN_STATES = (State.PENDING, State.SENDING)
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="commands")
+    method = models.CharField(max_length=100)
+    params = models.JSONField(default=dict, blank=True)
+    owner_key = models.CharField(max_length=100, blank=True, db_index=True)
+    depends_on = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents"
+    )
+    handler = models.CharField(max_length=100, blank=True, help_text="result handler name")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    first_sent_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    batch_id = models.CharField(max_length=32, blank=True, help_text="set when sent inside batch")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_description = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["portal", "state", "next_attempt_at", "id"], name="cmd_ready"),
+            models.Index(fields=["state", "lease_until"], name="cmd_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.method} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+
+class BitrixEvent(models.Model):
+    """An accepted event POST from Bitrix24, stored before anything acts on it.
+
+    The payload is kept without OAuth tokens (secrets are never stored in plain text).
+    """
+
+    class State(models.TextChoices):
+        RECEIVED = "received", "received"
+        PROCESSED = "processed", "processed"
+        IGNORED = "ignored", "ignored (no handler)"
+        FAILED = "failed", "failed"
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="events")
+    event = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "received_at"], name="event_state")]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.pk}"

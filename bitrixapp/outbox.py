@@ -1,0 +1,555 @@
+"""The Bitrix24 command outbox and its per-portal dispatcher (DESIGN.md principle 5).
+
+Every REST call the app wants is a B24Command row, written in the caller's transaction.
+The dispatcher claims ready rows (SKIP LOCKED, so several workers share a portal safely),
+waits for a slot in the shared leaky bucket, and sends them: one command alone when that is
+all there is (lowest latency), otherwise a `batch` of up to 50 (highest throughput). Commands
+of one owner (`owner_key`, e.g. "call:42") leave strictly in order; a command can use an
+earlier one's result through `ref()`, which becomes `$result[...]` inside a batch.
+"""
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from celery import current_app
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from bitrixapp import ratelimit, rest
+from bitrixapp.formdata import Raw, php_query
+from bitrixapp.models import B24Command, Portal
+from bitrixapp.rest import Outcome
+
+log = logging.getLogger(__name__)
+
+State = B24Command.State
+BATCH_LIMIT = 50  # Bitrix24's own maximum per batch
+SOLO_METHODS = {"batch"}  # never inside a batch (nested batch is refused)
+SOLO_PARAM_CHARS = 100_000  # big payloads (recordings) go alone: a batch must finish in 60 s
+LEASE = timedelta(seconds=180)  # a claimed row returns to the queue if its worker dies
+INLINE_WAIT_S = 5.0  # wait for a bucket slot inside the task up to this long; else reschedule
+DISPATCH_SLICE_S = 50.0  # one task serves a portal this long, then hands over to a new task
+RETRY_MAX_DELAY_S = 300
+
+ResultHandler = Callable[[B24Command], None]
+RESULT_HANDLERS: dict[str, ResultHandler] = {}
+
+
+def result_handler(name: str) -> Callable[[ResultHandler], ResultHandler]:
+    """Register a function called (in the settling transaction) when a command is done or failed."""
+
+    def register(fn: ResultHandler) -> ResultHandler:
+        RESULT_HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+# ---------------------------------------------------------------- enqueueing
+
+
+def ref(command: B24Command, *path: str | int) -> dict[str, Any]:
+    """A param value taken from `command`'s result, e.g. `ref(register, "CALL_ID")`."""
+    return {"$ref": command.pk, "path": list(path)}
+
+
+def enqueue(
+    portal: Portal,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    owner_key: str = "",
+    depends_on: B24Command | None = None,
+    handler: str = "",
+) -> B24Command:
+    """Persist a command (in the caller's transaction) and wake the dispatcher after commit."""
+    if depends_on is not None:
+        # Same owner = same ordered lane, so the dependency is always sent first.
+        if owner_key and owner_key != depends_on.owner_key:
+            raise ValueError("a command and its dependency must share the owner_key")
+        owner_key = depends_on.owner_key
+    if handler and handler not in RESULT_HANDLERS:
+        raise ValueError(f"unknown result handler {handler!r}")
+    command = B24Command.objects.create(
+        portal=portal,
+        method=method,
+        params=params or {},
+        owner_key=owner_key,
+        depends_on=depends_on,
+        handler=handler,
+    )
+    transaction.on_commit(lambda: kick(portal.pk))
+    return command
+
+
+def kick(portal_id: int, countdown: float = 0) -> None:
+    """Make sure a dispatcher task for the portal is queued (one queued task is enough)."""
+    if countdown <= 0 and not cache.add(f"b24:kick:{portal_id}", 1, timeout=10):
+        return
+    current_app.send_task(
+        "bitrixapp.tasks.dispatch_portal", args=[portal_id], countdown=countdown or None
+    )
+
+
+# ---------------------------------------------------------------- dispatching
+
+
+def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
+    """Send this portal's ready commands until none are left or the time slice is used."""
+    cache.delete(f"b24:kick:{portal_id}")
+    deadline = time.monotonic() + slice_s
+    while time.monotonic() < deadline:
+        portal = Portal.objects.filter(pk=portal_id).first()
+        if portal is None or not portal.can_send or not _has_ready(portal):
+            _schedule_wakeup(portal)
+            return
+        wait = ratelimit.acquire(portal.member_id, portal.plan, INLINE_WAIT_S)
+        if wait:
+            kick(portal_id, countdown=wait)
+            return
+        commands = claim(portal)
+        if commands:
+            send(portal, commands)
+    kick(portal_id)
+
+
+def _has_ready(portal: Portal) -> bool:
+    return B24Command.objects.filter(
+        portal=portal, state=State.PENDING, next_attempt_at__lte=timezone.now()
+    ).exists()
+
+
+def _schedule_wakeup(portal: Portal | None) -> None:
+    """Commands waiting on a backoff or a method pause get a timed dispatcher run."""
+    if portal is None or not portal.can_send:
+        return
+    nxt = (
+        B24Command.objects.filter(portal=portal, state=State.PENDING)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if nxt is not None:
+        kick(portal.pk, countdown=max(0.05, (nxt - timezone.now()).total_seconds()))
+
+
+def claim(portal: Portal, limit: int = BATCH_LIMIT) -> list[B24Command]:
+    """Lock and mark SENDING the next commands that may go now, keeping per-owner order."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            B24Command.objects.select_for_update(skip_locked=True)
+            .filter(portal=portal, state=State.PENDING, next_attempt_at__lte=now)
+            .order_by("id")[: limit * 4]
+        )
+        if not rows:
+            return []
+        rows = _fail_orphans(rows)
+        picked = _pick(rows, _open_ids_by_owner(portal, rows), set(portal.active_pauses()), limit)
+        B24Command.objects.filter(pk__in=[c.pk for c in picked]).update(
+            state=State.SENDING, lease_until=now + LEASE, attempts=F("attempts") + 1, sent_at=now
+        )
+        for command in picked:
+            command.state, command.attempts = State.SENDING, command.attempts + 1
+            command.first_sent_at = command.first_sent_at or now
+        B24Command.objects.filter(pk__in=[c.pk for c in picked], first_sent_at=None).update(
+            first_sent_at=now
+        )
+    return picked
+
+
+def _open_ids_by_owner(portal: Portal, rows: list[B24Command]) -> dict[str, list[int]]:
+    owners = {c.owner_key for c in rows if c.owner_key}
+    open_ids: dict[str, list[int]] = {key: [] for key in owners}
+    for key, pk in (
+        B24Command.objects.filter(
+            portal=portal, owner_key__in=owners, state__in=B24Command.OPEN_STATES
+        )
+        .order_by("id")
+        .values_list("owner_key", "id")
+    ):
+        open_ids[key].append(pk)
+    return open_ids
+
+
+def _fail_orphans(rows: list[B24Command]) -> list[B24Command]:
+    """Commands whose dependency failed for good can never go: fail them, keep the rest."""
+    dep_ids = {c.depends_on_id for c in rows if c.depends_on_id}
+    dead = set(
+        B24Command.objects.filter(
+            pk__in=dep_ids, state__in=(State.FAILED, State.CANCELLED)
+        ).values_list("id", flat=True)
+    )
+    alive = []
+    for command in rows:
+        if command.depends_on_id in dead:
+            _finish(
+                command,
+                State.FAILED,
+                error="DEPENDENCY_FAILED",
+                description=f"command #{command.depends_on_id} it needs failed",
+            )
+        else:
+            alive.append(command)
+    return alive
+
+
+def _pick(
+    rows: list[B24Command], open_ids: dict[str, list[int]], paused: set[str], limit: int
+) -> list[B24Command]:
+    picked: list[B24Command] = []
+    picked_ids: set[int] = set()
+    blocked: set[str] = set()
+    done_deps = _done_ids({c.depends_on_id for c in rows if c.depends_on_id})
+    for command in rows:
+        key = command.owner_key
+        if key in blocked:
+            continue
+        waits_for_earlier = key and any(
+            i < command.pk and i not in picked_ids for i in open_ids[key]
+        )
+        dep = command.depends_on_id
+        dep_not_ready = dep and dep not in done_deps and dep not in picked_ids
+        solo = _is_solo(command)
+        if (
+            command.method.lower() in paused
+            or waits_for_earlier
+            or dep_not_ready
+            or (solo and picked)
+        ):
+            if key:
+                blocked.add(key)
+            continue
+        picked.append(command)
+        picked_ids.add(command.pk)
+        if solo or len(picked) >= limit:
+            break
+    return picked
+
+
+def _done_ids(ids: set[int]) -> set[int]:
+    return set(B24Command.objects.filter(pk__in=ids, state=State.DONE).values_list("id", flat=True))
+
+
+def _is_solo(command: B24Command) -> bool:
+    return command.method.lower() in SOLO_METHODS or len(str(command.params)) > SOLO_PARAM_CHARS
+
+
+# ---------------------------------------------------------------- sending
+
+
+def send(portal: Portal, commands: list[B24Command]) -> None:
+    if len(commands) == 1:
+        _send_single(portal, commands[0])
+    else:
+        _send_batch(portal, commands)
+
+
+def _resolved(command: B24Command, batch_keys: dict[int, str]) -> dict[str, Any] | None:
+    """The command's params ready to send, or None (and the command failed) if a ref is broken."""
+    try:
+        return resolve(command, batch_keys)
+    except LookupError as exc:
+        with transaction.atomic():
+            _finish(command, State.FAILED, error="DEPENDENCY_RESULT_MISSING", description=str(exc))
+        return None
+
+
+def _send_single(portal: Portal, command: B24Command) -> None:
+    params = _resolved(command, {})
+    if params is None:
+        return
+    portal, reply = rest.call_with_refresh(portal, command.method, params)
+    _track_operating(portal, command.method, reply.time)
+    with transaction.atomic():
+        settle(portal, command, reply.outcome, reply=_Reply.of(reply))
+
+
+def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
+    keys = {c.pk: f"c{c.pk}" for c in commands}
+    cmd, sendable, broken_owners = {}, [], set()
+    for command in commands:
+        if command.owner_key and command.owner_key in broken_owners:
+            with transaction.atomic():  # it must not overtake the broken one; next round decides
+                _requeue(command, delay_s=0, count_attempt=False)
+            continue
+        params = _resolved(command, keys)
+        if params is None:
+            broken_owners.add(command.owner_key)
+            continue
+        cmd[keys[command.pk]] = f"{command.method}?{php_query(params)}"
+        sendable.append(command)
+    if not cmd:
+        return
+    commands = sendable
+    portal, reply = rest.call_with_refresh(portal, "batch", {"halt": 0, "cmd": cmd})
+    batch_id = uuid.uuid4().hex
+    with transaction.atomic():
+        if reply.outcome is not Outcome.OK:
+            for command in commands:
+                settle(portal, command, reply.outcome, reply=_Reply.of(reply, batch_id))
+            return
+        _settle_batch(portal, commands, keys, reply, batch_id)
+
+
+def _php_map(value: Any) -> dict[str, Any]:
+    # PHP serializes an empty array as [] rather than {}.
+    return value if isinstance(value, dict) else {}
+
+
+def _settle_batch(
+    portal: Portal,
+    commands: list[B24Command],
+    keys: dict[int, str],
+    reply: rest.RestResponse,
+    batch_id: str,
+) -> None:
+    body = _php_map(reply.result)
+    results, errors = _php_map(body.get("result")), _php_map(body.get("result_error"))
+    times = _php_map(body.get("result_time"))
+    not_ok: set[int] = set()
+    for command in commands:
+        key = keys[command.pk]
+        _track_operating(portal, command.method, _php_map(times.get(key)))
+        if command.depends_on_id in not_ok:
+            # It ran with a literal "$result[...]" in place of the missing value: discard that
+            # answer and send it again once its dependency has succeeded.
+            not_ok.add(command.pk)
+            _requeue(command, delay_s=0, count_attempt=False)
+            continue
+        part = _Reply(reply.http_status, reply.duration_ms, batch_id)
+        if key in errors:
+            err = _php_map(errors[key])
+            part.error, part.description = (
+                str(err.get("error") or "ERROR"),
+                str(err.get("error_description") or ""),
+            )
+            outcome = rest.classify(part.error, 400)
+        elif key in results:
+            part.result, outcome = results[key], Outcome.OK
+        else:
+            part.error, part.description = (
+                "BATCH_NO_ANSWER",
+                "batch answered nothing for this command",
+            )
+            outcome = Outcome.TRANSIENT
+        if outcome is not Outcome.OK:
+            not_ok.add(command.pk)
+        settle(portal, command, outcome, reply=part)
+
+
+class _Reply:
+    """What one command got back, from a single call or from its part of a batch."""
+
+    def __init__(self, http_status: int, duration_ms: int, batch_id: str = ""):
+        self.http_status = http_status
+        self.duration_ms = duration_ms
+        self.batch_id = batch_id
+        self.result: Any = None
+        self.error = ""
+        self.description = ""
+
+    @classmethod
+    def of(cls, reply: rest.RestResponse, batch_id: str = "") -> "_Reply":
+        part = cls(reply.http_status, reply.duration_ms, batch_id)
+        part.result, part.error, part.description = (
+            reply.result,
+            reply.error,
+            reply.error_description,
+        )
+        return part
+
+
+def resolve(command: B24Command, batch_keys: dict[int, str]) -> dict[str, Any]:
+    """The params with every `ref()` replaced: a value, or `$result[..]` within the same batch."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "$ref" in value:
+                return _deref(int(value["$ref"]), value.get("path") or [], batch_keys)
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(command.params)
+
+
+def _deref(dep_id: int, path: list, batch_keys: dict[int, str]) -> Any:
+    if dep_id in batch_keys:
+        return Raw(f"$result[{batch_keys[dep_id]}]" + "".join(f"[{p}]" for p in path))
+    value = B24Command.objects.values_list("result", flat=True).get(pk=dep_id)
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise LookupError(f"result of command #{dep_id} has no {path!r}") from exc
+    return value
+
+
+# ---------------------------------------------------------------- settling
+
+
+def settle(portal: Portal, command: B24Command, outcome: Outcome, *, reply: _Reply) -> None:
+    """Record what happened to a sent command and decide what comes next for it."""
+    command.http_status = reply.http_status or None
+    command.duration_ms = reply.duration_ms
+    command.batch_id = reply.batch_id
+    command.error_code, command.error_description = reply.error[:100], reply.description[:2000]
+    OUTCOME_ACTIONS[outcome](portal, command, reply)
+
+
+def _on_ok(portal: Portal, command: B24Command, reply: _Reply) -> None:
+    command.result = reply.result
+    command.error_code = command.error_description = ""
+    _finish(command, State.DONE)
+
+
+def _on_rate_limited(portal: Portal, command: B24Command, reply: _Reply) -> None:
+    ratelimit.refused(portal.member_id, portal.plan)
+    _requeue(command, delay_s=1.0, count_attempt=False)
+
+
+def _on_method_paused(portal: Portal, command: B24Command, reply: _Reply) -> None:
+    until = cache.get(_op_key(portal, command.method)) or (time.time() + 600)
+    pause_method(portal, command.method, until)
+    _requeue(command, delay_s=max(1.0, until - time.time()), count_attempt=False)
+
+
+def _on_transient(portal: Portal, command: B24Command, reply: _Reply) -> None:
+    age = (timezone.now() - (command.first_sent_at or command.created_at)).total_seconds()
+    if age > settings.BITRIX24_RETRY_HORIZON_S:
+        command.error_description = (
+            f"gave up after {command.attempts} attempts: {command.error_description}"
+        )
+        _finish(command, State.FAILED)
+        return
+    delay = get_exponential_backoff_interval(1, command.attempts, RETRY_MAX_DELAY_S)
+    _requeue(command, delay_s=delay + random.uniform(0, 0.5), count_attempt=True)
+
+
+def _on_portal_blocked(portal: Portal, command: B24Command, reply: _Reply) -> None:
+    # Kept, not counted: it goes out once the portal is re-authorized.
+    _requeue(command, delay_s=0, count_attempt=False)
+
+
+def _on_permanent(portal: Portal, command: B24Command, reply: _Reply) -> None:
+    _finish(command, State.FAILED)
+
+
+OUTCOME_ACTIONS: dict[Outcome, Callable[[Portal, B24Command, _Reply], None]] = {
+    Outcome.OK: _on_ok,
+    Outcome.RATE_LIMITED: _on_rate_limited,
+    Outcome.METHOD_PAUSED: _on_method_paused,
+    Outcome.TRANSIENT: _on_transient,
+    # A sub-command of a batch cannot be refreshed alone; the whole batch would have been.
+    Outcome.REFRESH: _on_transient,
+    Outcome.PORTAL_BLOCKED: _on_portal_blocked,
+    Outcome.PERMANENT: _on_permanent,
+}
+
+
+def _requeue(command: B24Command, delay_s: float, count_attempt: bool) -> None:
+    command.state = State.PENDING
+    command.lease_until = None
+    command.next_attempt_at = timezone.now() + timedelta(seconds=delay_s)
+    if not count_attempt:
+        command.attempts = max(0, command.attempts - 1)
+    command.save()
+
+
+def _finish(command: B24Command, state: str, error: str = "", description: str = "") -> None:
+    command.state = state
+    command.lease_until = None
+    command.finished_at = timezone.now()
+    if error:
+        command.error_code, command.error_description = error, description
+    command.save()
+    _run_handler(command)
+
+
+def _run_handler(command: B24Command) -> None:
+    fn = RESULT_HANDLERS.get(command.handler)
+    if fn is None:
+        return
+    try:
+        with transaction.atomic():
+            fn(command)
+    except Exception as exc:  # a handler bug must not undo the record of what Bitrix24 did
+        log.exception("result handler %s failed for command %s", command.handler, command.pk)
+        B24Command.objects.filter(pk=command.pk).update(
+            error_description=f"{command.error_description}\nresult handler failed: {exc!r}"[:2000]
+        )
+
+
+# ---------------------------------------------------------------- operating budget
+
+
+def _op_key(portal: Portal, method: str) -> str:
+    return f"b24:op:{portal.pk}:{method.lower()}"
+
+
+def _track_operating(portal: Portal, method: str, time_info: dict[str, Any]) -> None:
+    """Remember when the method's budget resets; pause it before Bitrix24 has to refuse it."""
+    reset_at, used = time_info.get("operating_reset_at"), time_info.get("operating")
+    if reset_at is None:
+        return
+    cache.set(_op_key(portal, method), float(reset_at), timeout=700)
+    if used is not None and float(used) >= settings.BITRIX24_OPERATING_LIMIT_S * 0.9:
+        pause_method(portal, method, float(reset_at))
+
+
+def pause_method(portal: Portal, method: str, until: float) -> None:
+    with transaction.atomic():
+        locked = Portal.objects.select_for_update().get(pk=portal.pk)
+        pauses = locked.active_pauses()
+        pauses[method.lower()] = max(until, pauses.get(method.lower(), 0))
+        locked.paused_methods = pauses
+        locked.save(update_fields=["paused_methods", "updated_at"])
+    portal.paused_methods = pauses
+    log.info(
+        "portal %s: %s paused for %.0f s (operating budget)",
+        portal.member_id,
+        method,
+        until - time.time(),
+    )
+
+
+# ---------------------------------------------------------------- maintenance
+
+
+def release_expired_leases() -> int:
+    """Commands whose worker died mid-send go back to the queue (they may be sent again)."""
+    return B24Command.objects.filter(state=State.SENDING, lease_until__lt=timezone.now()).update(
+        state=State.PENDING, lease_until=None, next_attempt_at=timezone.now()
+    )
+
+
+def portals_with_ready_commands() -> list[int]:
+    return list(
+        B24Command.objects.filter(
+            state=State.PENDING,
+            next_attempt_at__lte=timezone.now(),
+            portal__status=Portal.Status.ACTIVE,
+        )
+        .values_list("portal_id", flat=True)
+        .distinct()
+    )
+
+
+def cancel_open(portal: Portal, reason: str) -> int:
+    return B24Command.objects.filter(portal=portal, state__in=B24Command.OPEN_STATES).update(
+        state=State.CANCELLED,
+        finished_at=timezone.now(),
+        error_code="CANCELLED",
+        error_description=reason,
+    )

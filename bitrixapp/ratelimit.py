@@ -1,0 +1,117 @@
+"""A client-side copy of Bitrix24's per-portal leaky bucket, shared by every worker process.
+
+Bitrix24 adds 1 per request and drains Y/s; over X the request is refused with 503
+QUERY_LIMIT_EXCEEDED (reference §4.1). We keep our own counter a little stricter than
+theirs so that we wait before sending instead of being refused. With REDIS_URL the counter
+lives in Redis (one Lua script: atomic across processes and hosts, Redis' clock); in the
+embedded mode it lives in the process, which is right because that mode runs one worker.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Bucket:
+    drain_per_s: float
+    size: int
+
+    def safe(self) -> "Bucket":
+        # Our clock and Bitrix24's differ by network latency; keep a margin on both numbers.
+        return Bucket(self.drain_per_s * 0.95, max(1, self.size - 2))
+
+
+PLAN_BUCKETS = {"standard": Bucket(2.0, 50), "enterprise": Bucket(5.0, 250)}
+
+# KEYS[1] bucket; ARGV: drain/s, size, cost, fill ("1" = we were refused: treat as full).
+# Returns seconds to wait before the request may go (0 = taken now).
+_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local drain, size, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local level = tonumber(redis.call('HGET', KEYS[1], 'level') or '0')
+local ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or tostring(now))
+level = math.max(0, level - (now - ts) * drain)
+if ARGV[4] == '1' then level = size end
+local wait = 0
+if level + cost <= size then level = level + cost else wait = (level + cost - size) / drain end
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(size / drain) + 60)
+return tostring(wait)
+"""
+
+
+class RedisLimiter:
+    def __init__(self, url: str):
+        import redis
+
+        self._client = redis.Redis.from_url(url)
+        self._script = self._client.register_script(_LUA)
+
+    def _run(self, key: str, bucket: Bucket, cost: int, fill: bool) -> float:
+        args = [bucket.drain_per_s, bucket.size, cost, "1" if fill else "0"]
+        return float(self._script(keys=[f"b24:bucket:{key}"], args=args))
+
+    def try_take(self, key: str, bucket: Bucket) -> float:
+        return self._run(key, bucket, 1, False)
+
+    def mark_full(self, key: str, bucket: Bucket) -> None:
+        self._run(key, bucket, 0, True)
+
+
+class LocalLimiter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def _run(self, key: str, bucket: Bucket, cost: int, fill: bool) -> float:
+        with self._lock:
+            now = time.monotonic()
+            level, ts = self._state.get(key, (0.0, now))
+            level = max(0.0, level - (now - ts) * bucket.drain_per_s)
+            if fill:
+                level = float(bucket.size)
+            wait = 0.0
+            if level + cost <= bucket.size:
+                level += cost
+            else:
+                wait = (level + cost - bucket.size) / bucket.drain_per_s
+            self._state[key] = (level, now)
+            return wait
+
+    def try_take(self, key: str, bucket: Bucket) -> float:
+        return self._run(key, bucket, 1, False)
+
+    def mark_full(self, key: str, bucket: Bucket) -> None:
+        self._run(key, bucket, 0, True)
+
+
+@cache
+def limiter() -> RedisLimiter | LocalLimiter:
+    return RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else LocalLimiter()
+
+
+def bucket_for(plan: str) -> Bucket:
+    return PLAN_BUCKETS.get(plan, PLAN_BUCKETS["standard"]).safe()
+
+
+def acquire(key: str, plan: str, max_wait_s: float) -> float:
+    """Take one request slot, sleeping up to max_wait_s; return the wait still needed (0 = go)."""
+    bucket = bucket_for(plan)
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        wait = limiter().try_take(key, bucket)
+        if wait <= 0:
+            return 0.0
+        if time.monotonic() + wait > deadline:
+            return wait
+        time.sleep(wait)
+
+
+def refused(key: str, plan: str) -> None:
+    """Bitrix24 said QUERY_LIMIT_EXCEEDED: something else shares the bucket; assume it full."""
+    limiter().mark_full(key, bucket_for(plan))

@@ -1,0 +1,235 @@
+"""The only code that speaks HTTP to Bitrix24: REST calls, OAuth refresh, error classification.
+
+Errors are classified by the `error` string (reference §4.3), not by HTTP status alone:
+some SDKs and the docs disagree on statuses, the strings are stable.
+"""
+
+import enum
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from bitrixapp.models import Portal
+
+log = logging.getLogger(__name__)
+
+_session = requests.Session()
+_session.headers["User-Agent"] = f"b24-telephony-bridge/{settings.APP_VERSION}"
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    REFRESH = "refresh"  # access token expired or unknown: refresh once, retry once
+    RATE_LIMITED = "rate_limited"  # leaky bucket overflow: wait, not counted as an attempt
+    METHOD_PAUSED = "method_paused"  # per-method operating budget spent: wait until reset
+    TRANSIENT = "transient"  # server/network trouble: retry with backoff up to the horizon
+    PORTAL_BLOCKED = "portal_blocked"  # needs re-authorization / payment: keep, do not send
+    PERMANENT = "permanent"  # the request itself is wrong: fail and record
+
+
+ERROR_OUTCOMES: dict[str, Outcome] = {
+    "expired_token": Outcome.REFRESH,
+    "NO_AUTH_FOUND": Outcome.REFRESH,
+    "invalid_token": Outcome.REFRESH,
+    "QUERY_LIMIT_EXCEEDED": Outcome.RATE_LIMITED,
+    "OPERATION_TIME_LIMIT": Outcome.METHOD_PAUSED,
+    "OVERLOAD_LIMIT": Outcome.TRANSIENT,
+    "INTERNAL_SERVER_ERROR": Outcome.TRANSIENT,
+    "ERROR_UNEXPECTED_ANSWER": Outcome.TRANSIENT,
+    "PORTAL_DELETED": Outcome.PORTAL_BLOCKED,
+    "PAYMENT_REQUIRED": Outcome.PORTAL_BLOCKED,
+    "APPLICATION_NOT_FOUND": Outcome.PORTAL_BLOCKED,
+}
+
+# Answers of the OAuth server that mean the stored refresh token will never work again.
+OAUTH_REAUTH_ERRORS = {"invalid_grant", "invalid_client", "PAYMENT_REQUIRED", "invalid_scope"}
+
+
+def classify(error: str, http_status: int) -> Outcome:
+    if not error and http_status < 400:
+        return Outcome.OK
+    known = ERROR_OUTCOMES.get(error)
+    if known:
+        return known
+    return Outcome.TRANSIENT if http_status >= 500 or http_status == 0 else Outcome.PERMANENT
+
+
+@dataclass
+class RestResponse:
+    http_status: int  # 0 = no HTTP answer (connection refused, reset, timeout)
+    body: dict[str, Any] = field(default_factory=dict)
+    duration_ms: int = 0
+    token_used: str = ""
+    forced: Outcome | None = None  # set when the outcome is known without Bitrix24's word
+
+    @property
+    def error(self) -> str:
+        if self.http_status == 0:
+            return "NETWORK_ERROR"
+        return str(self.body.get("error") or "")
+
+    @property
+    def error_description(self) -> str:
+        return str(self.body.get("error_description") or self.body.get("_raw") or "")
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.forced or classify(self.error, self.http_status)
+
+    @property
+    def result(self) -> Any:
+        return self.body.get("result")
+
+    @property
+    def time(self) -> dict[str, Any]:
+        return self.body.get("time") or {}
+
+
+class EndpointRefused(ValueError):
+    """A client endpoint we will not send tokens to."""
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def checked_endpoint(url: str) -> str:
+    """A portal REST base URL we accept: https (http only if allowed), normalized to end in '/'."""
+    parts = urlsplit(url)
+    allowed = {"https", "http"} if settings.BITRIX24_ALLOW_HTTP else {"https"}
+    if parts.scheme not in allowed:
+        raise EndpointRefused(f"client endpoint must use {' or '.join(sorted(allowed))}: {url!r}")
+    if not parts.netloc or not _HOST.match(parts.netloc):
+        raise EndpointRefused(f"client endpoint has no valid host: {url!r}")
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def call(portal: Portal, method: str, params: dict[str, Any]) -> RestResponse:
+    """POST one REST method with the portal's current access token; never raises on HTTP trouble."""
+    token = portal.access_token
+    url = portal.rest_base + method
+    started = time.monotonic()
+    try:
+        reply = _session.post(
+            url, json={**params, "auth": token}, timeout=settings.BITRIX24_TIMEOUT
+        )
+    except requests.RequestException as exc:
+        log.warning("bitrix24 %s %s: %s", portal.member_id, method, type(exc).__name__)
+        return RestResponse(0, {"_raw": type(exc).__name__}, _ms(started), token)
+    return RestResponse(reply.status_code, _json_body(reply), _ms(started), token)
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _json_body(reply: requests.Response) -> dict[str, Any]:
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return body
+    # A proxy's HTML error page or similar: keep a little of it for diagnosis.
+    error = f"HTTP_{reply.status_code}" if reply.status_code >= 400 else "ERROR_UNEXPECTED_ANSWER"
+    return {"error": error, "_raw": reply.text[:300]}
+
+
+class RefreshFailed(Exception):
+    def __init__(self, outcome: Outcome, reason: str):
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+def refresh_tokens(portal_id: int, stale_token: str) -> Portal:
+    """Refresh the portal's token pair once, under a row lock; return the fresh portal.
+
+    Concurrent callers holding the same stale token wait on the lock and then find the token
+    already replaced, so only one refresh is made (refresh tokens rotate: a second refresh with
+    the old one would fail). The new pair is committed before anyone uses it.
+    """
+    with transaction.atomic():
+        portal = Portal.objects.select_for_update().get(pk=portal_id)
+        if portal.access_token != stale_token or not portal.can_send:
+            return portal
+        data = _oauth_refresh(portal)
+        _store_tokens(portal, data)
+        portal.save()
+    return portal
+
+
+def _oauth_refresh(portal: Portal) -> dict[str, Any]:
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": settings.BITRIX24_CLIENT_ID,
+        "client_secret": settings.BITRIX24_CLIENT_SECRET,
+        "refresh_token": portal.refresh_token,
+    }
+    try:
+        reply = _session.get(settings.BITRIX24_OAUTH_URL, params=params, timeout=(5.0, 30.0))
+    except requests.RequestException as exc:
+        raise RefreshFailed(
+            Outcome.TRANSIENT, f"OAuth server unreachable: {type(exc).__name__}"
+        ) from exc
+    body = _json_body(reply)
+    error = str(body.get("error") or "")
+    if error in OAUTH_REAUTH_ERRORS:
+        _mark_needs_reauth(portal, f"token refresh refused: {error}")
+        raise RefreshFailed(Outcome.PORTAL_BLOCKED, error)
+    if error or not body.get("access_token") or not body.get("refresh_token"):
+        raise RefreshFailed(Outcome.TRANSIENT, f"OAuth server answered {reply.status_code} {error}")
+    return body
+
+
+def _mark_needs_reauth(portal: Portal, reason: str) -> None:
+    portal.status = Portal.Status.NEEDS_REAUTH
+    portal.record_error(reason)
+    portal.save(update_fields=["status", "last_error", "last_error_at", "updated_at"])
+
+
+def _store_tokens(portal: Portal, data: dict[str, Any]) -> None:
+    portal.access_token = data["access_token"]
+    portal.refresh_token = data["refresh_token"]
+    portal.token_expires_at = timezone.now() + timedelta(
+        seconds=int(data.get("expires_in") or 3600)
+    )
+    if data.get("client_endpoint"):
+        try:
+            portal.client_endpoint = checked_endpoint(str(data["client_endpoint"]))
+        except EndpointRefused as exc:
+            log.warning("portal %s: ignoring refreshed endpoint: %s", portal.member_id, exc)
+    if data.get("scope"):
+        portal.scope = str(data["scope"])
+
+
+def call_with_refresh(
+    portal: Portal, method: str, params: dict[str, Any]
+) -> tuple[Portal, RestResponse]:
+    """One call; on an expired/unknown token refresh once and retry once."""
+    reply = call(portal, method, params)
+    if reply.outcome is not Outcome.REFRESH:
+        return portal, reply
+    try:
+        portal = refresh_tokens(portal.pk, reply.token_used)
+    except RefreshFailed as exc:
+        body = {"error": "REFRESH_FAILED", "error_description": exc.reason}
+        return portal, RestResponse(401, body, reply.duration_ms, forced=exc.outcome)
+    if not portal.can_send:
+        body = {"error": "PORTAL_NOT_ACTIVE", "error_description": portal.last_error}
+        return portal, RestResponse(401, body, forced=Outcome.PORTAL_BLOCKED)
+    retry = call(portal, method, params)
+    if retry.outcome is Outcome.REFRESH:
+        # A brand-new token refused too: the app lost access to this portal.
+        _mark_needs_reauth(portal, f"fresh token refused: {retry.error}")
+        retry.forced = Outcome.PORTAL_BLOCKED
+    return portal, retry

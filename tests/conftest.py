@@ -1,0 +1,188 @@
+"""Shared fixtures: the live Bitrix24 fake, portals wired to it, real Celery worker processes."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from bitrixapp import outbox
+from bitrixapp.models import B24Command, Portal
+from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUES = "bitrix,calls,sms,recordings,default"
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeBitrix24]:
+    with FakeBitrix24(
+        client_id=settings.BITRIX24_CLIENT_ID, client_secret=settings.BITRIX24_CLIENT_SECRET
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server: FakeBitrix24, settings) -> FakeBitrix24:
+    """The fake, reset for this test, with the app's OAuth URL pointing at it."""
+    fake_server.reset()
+    fake_server.enforce_rate_limit = True
+    settings.BITRIX24_OAUTH_URL = fake_server.oauth_url
+    return fake_server
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis() -> None:
+    """Drop limiter buckets and cache keys between tests (kombu's own keys stay)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(client.scan_iter("b24:*")) + list(client.scan_iter(":1:*"))
+    if keys:
+        client.delete(*keys)
+
+
+_portal_seq = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def make_portal(fake: FakeBitrix24) -> Callable[..., tuple[Portal, FakePortal]]:
+    """A portal installed in our database and known to the fake, with matching tokens."""
+
+    def make(plan: str = "standard", **fields: object) -> tuple[Portal, FakePortal]:
+        n = next(_portal_seq)
+        remote = fake.add_portal(member_id=f"member{n}", domain=f"portal{n}.bitrix24.ru", plan=plan)
+        portal = Portal.objects.create(
+            member_id=remote.member_id,
+            domain=remote.domain,
+            client_endpoint=remote.client_endpoint,
+            access_token=remote.access_token,
+            refresh_token=remote.refresh_token,
+            application_token=remote.application_token,
+            events_bound_version=settings.APP_VERSION,
+            **fields,
+        )
+        return portal, remote
+
+    return make
+
+
+def drain(portal: Portal, rounds: int = 50) -> None:
+    """Run the dispatcher in this process until the portal has nothing ready to send."""
+    for _ in range(rounds):
+        outbox.dispatch(portal.pk, slice_s=30)
+        ready = B24Command.objects.filter(
+            portal_id=portal.pk,
+            state=B24Command.State.PENDING,
+        ).exclude(next_attempt_at__gt=_now())
+        if not ready.exists():
+            return
+    raise AssertionError("dispatcher did not drain the outbox")
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+class Worker:
+    """A real `celery worker` process on the test database and Redis."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1):
+        self.log_path = log_dir / f"worker-{name}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bitrixapp",
+                "worker",
+                "-Q",
+                QUEUES,
+                "-n",
+                f"{name}@%h",
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children: a crash, nothing cleaned up."""
+        subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup, django_db_blocker, fake_server: FakeBitrix24) -> dict[str, str]:
+    from django.db import connection
+
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "TEST_DATABASE_URL": url,
+        "TEST_REDIS_URL": settings.REDIS_URL,
+        "BITRIX24_OAUTH_URL": fake_server.oauth_url,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start real worker processes for this test; all are stopped afterwards."""
+    started: list[Worker] = []
+
+    def start(name: str = "w1", concurrency: int = 1) -> Worker:
+        worker = Worker(f"{name}-{len(started)}", worker_env, tmp_path, concurrency)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
