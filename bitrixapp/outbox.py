@@ -117,8 +117,10 @@ def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
             kick(portal_id, countdown=wait)
             return
         commands = claim(portal)
-        if commands:
-            send(portal, commands)
+        if not commands:  # all ready rows wait behind an earlier one of their owner
+            _schedule_wakeup(portal)
+            return
+        send(portal, commands)
     kick(portal_id)
 
 
@@ -132,8 +134,12 @@ def _schedule_wakeup(portal: Portal | None) -> None:
     """Commands waiting on a backoff or a method pause get a timed dispatcher run."""
     if portal is None or not portal.can_send:
         return
+    # Only rows waiting on a time: ready rows blocked behind an earlier command of their
+    # owner go out in the same loop that settles that earlier command.
     nxt = (
-        B24Command.objects.filter(portal=portal, state=State.PENDING)
+        B24Command.objects.filter(
+            portal=portal, state=State.PENDING, next_attempt_at__gt=timezone.now()
+        )
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()
@@ -291,7 +297,9 @@ def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
     if not cmd:
         return
     commands = sendable
-    portal, reply = rest.call_with_refresh(portal, "batch", {"halt": 0, "cmd": cmd})
+    # halt=1: Bitrix24 stops at the first failing command, so nothing overtakes a failure
+    # of its own owner; the commands after it did not run and simply go again.
+    portal, reply = rest.call_with_refresh(portal, "batch", {"halt": 1, "cmd": cmd})
     batch_id = uuid.uuid4().hex
     with transaction.atomic():
         if reply.outcome is not Outcome.OK:
@@ -316,34 +324,24 @@ def _settle_batch(
     body = _php_map(reply.result)
     results, errors = _php_map(body.get("result")), _php_map(body.get("result_error"))
     times = _php_map(body.get("result_time"))
-    not_ok: set[int] = set()
+    halted = False
     for command in commands:
         key = keys[command.pk]
         _track_operating(portal, command.method, _php_map(times.get(key)))
-        if command.depends_on_id in not_ok:
-            # It ran with a literal "$result[...]" in place of the missing value: discard that
-            # answer and send it again once its dependency has succeeded.
-            not_ok.add(command.pk)
-            _requeue(command, delay_s=0, count_attempt=False)
+        if halted and key not in results and key not in errors:
+            _requeue(command, delay_s=0, count_attempt=False)  # never ran: halt=1 stopped it
             continue
         part = _Reply(reply.http_status, reply.duration_ms, batch_id)
         if key in errors:
             err = _php_map(errors[key])
-            part.error, part.description = (
-                str(err.get("error") or "ERROR"),
-                str(err.get("error_description") or ""),
-            )
-            outcome = rest.classify(part.error, 400)
+            part.error = str(err.get("error") or "ERROR")
+            part.description = str(err.get("error_description") or "")
+            outcome, halted = rest.classify(part.error, 400), True
         elif key in results:
             part.result, outcome = results[key], Outcome.OK
         else:
-            part.error, part.description = (
-                "BATCH_NO_ANSWER",
-                "batch answered nothing for this command",
-            )
+            part.error, part.description = "BATCH_NO_ANSWER", "batch answered nothing for it"
             outcome = Outcome.TRANSIENT
-        if outcome is not Outcome.OK:
-            not_ok.add(command.pk)
         settle(portal, command, outcome, reply=part)
 
 

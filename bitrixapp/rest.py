@@ -158,13 +158,21 @@ def refresh_tokens(portal_id: int, stale_token: str) -> Portal:
     already replaced, so only one refresh is made (refresh tokens rotate: a second refresh with
     the old one would fail). The new pair is committed before anyone uses it.
     """
+    failure = None
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal_id)
         if portal.access_token != stale_token or not portal.can_send:
             return portal
-        data = _oauth_refresh(portal)
-        _store_tokens(portal, data)
-        portal.save()
+        try:
+            _store_tokens(portal, _oauth_refresh(portal))
+        except RefreshFailed as exc:
+            failure = exc  # raised after commit, so that "needs re-auth" is kept
+            if exc.outcome is Outcome.PORTAL_BLOCKED:
+                _mark_needs_reauth(portal, f"token refresh refused: {exc.reason}")
+        else:
+            portal.save()
+    if failure is not None:
+        raise failure
     return portal
 
 
@@ -184,7 +192,6 @@ def _oauth_refresh(portal: Portal) -> dict[str, Any]:
     body = _json_body(reply)
     error = str(body.get("error") or "")
     if error in OAUTH_REAUTH_ERRORS:
-        _mark_needs_reauth(portal, f"token refresh refused: {error}")
         raise RefreshFailed(Outcome.PORTAL_BLOCKED, error)
     if error or not body.get("access_token") or not body.get("refresh_token"):
         raise RefreshFailed(Outcome.TRANSIENT, f"OAuth server answered {reply.status_code} {error}")

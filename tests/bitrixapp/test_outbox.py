@@ -1,0 +1,350 @@
+"""The dispatcher against the live Bitrix24 fake: single vs batch, order, references,
+token refresh, and every class of error. In-process dispatch; real HTTP, DB and Redis."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from bitrixapp import outbox, rest
+from bitrixapp.models import B24Command, Portal
+from tests.conftest import drain
+
+pytestmark = pytest.mark.django_db
+
+State = B24Command.State
+
+
+def executed(fake):
+    """Methods Bitrix24 ran successfully, in order (batch sub-calls, not the batch itself)."""
+    return [m for m in fake.methods() if m != "batch"]
+
+
+def states(*commands):
+    return [B24Command.objects.get(pk=c.pk).state for c in commands]
+
+
+def test_one_command_when_idle_is_one_plain_request(fake, make_portal):
+    portal, remote = make_portal()
+    command = outbox.enqueue(portal, "profile")
+    drain(portal)
+    assert [m for _, m, _ in fake.http_requests] == ["profile"]
+    command.refresh_from_db()
+    assert command.state == State.DONE
+    assert command.result["ADMIN"] is True
+    assert command.http_status == 200 and command.attempts == 1 and not command.batch_id
+
+
+def test_a_backlog_goes_out_as_one_batch(fake, make_portal):
+    portal, remote = make_portal()
+    commands = [outbox.enqueue(portal, "profile", owner_key=f"o{i}") for i in range(10)]
+    drain(portal)
+    assert [m for _, m, _ in fake.http_requests] == ["batch"]
+    assert all(c.via_batch for c in fake.calls_of("profile"))
+    assert states(*commands) == [State.DONE] * 10
+    assert len({B24Command.objects.get(pk=c.pk).batch_id for c in commands}) == 1
+
+
+def test_more_than_50_ready_commands_are_split_into_batches_of_50(fake, make_portal):
+    portal, remote = make_portal()
+    for _ in range(120):
+        outbox.enqueue(portal, "profile")
+    drain(portal)
+    assert [m for _, m, _ in fake.http_requests] == ["batch", "batch", "batch"]
+    assert len(fake.calls_of("profile")) == 120
+
+
+def test_results_flow_into_later_commands_inside_a_batch(fake, make_portal):
+    portal, remote = make_portal()
+    remote.add_user(12, NAME="Anna", UF_PHONE_INNER="101")
+    register = outbox.enqueue(
+        portal,
+        "telephony.externalCall.register",
+        {"USER_ID": 12, "PHONE_NUMBER": "+74951234567", "TYPE": 2, "EXTERNAL_CALL_ID": "c1"},
+        owner_key="call:1",
+    )
+    show = outbox.enqueue(
+        portal,
+        "telephony.externalCall.show",
+        {"CALL_ID": outbox.ref(register, "CALL_ID"), "USER_ID": [12]},
+        depends_on=register,
+    )
+    finish = outbox.enqueue(
+        portal,
+        "telephony.externalCall.finish",
+        {"CALL_ID": outbox.ref(register, "CALL_ID"), "USER_ID": 12, "DURATION": 5},
+        depends_on=show,
+    )
+    drain(portal)
+    assert executed(fake) == [
+        "telephony.externalCall.register",
+        "telephony.externalCall.show",
+        "telephony.externalCall.finish",
+    ]
+    call_id = B24Command.objects.get(pk=register.pk).result["CALL_ID"]
+    assert fake.calls_of("telephony.externalCall.show")[0].params["CALL_ID"] == call_id
+    assert fake.calls_of("telephony.externalCall.finish")[0].params["CALL_ID"] == call_id
+    assert states(register, show, finish) == [State.DONE] * 3
+
+
+def test_a_reference_to_an_earlier_finished_command_is_sent_as_its_value(fake, make_portal):
+    portal, remote = make_portal()
+    remote.add_user(12, NAME="Anna")
+    register = outbox.enqueue(
+        portal,
+        "telephony.externalCall.register",
+        {"USER_ID": 12, "PHONE_NUMBER": "+74951234567", "TYPE": 2},
+        owner_key="call:1",
+    )
+    drain(portal)
+    hide = outbox.enqueue(
+        portal,
+        "telephony.externalCall.hide",
+        {"CALL_ID": outbox.ref(register, "CALL_ID"), "USER_ID": 12},
+        depends_on=register,
+    )
+    drain(portal)
+    call_id = B24Command.objects.get(pk=register.pk).result["CALL_ID"]
+    hides = fake.calls_of("telephony.externalCall.hide")
+    assert [(c.via_batch, c.params["CALL_ID"]) for c in hides] == [(False, call_id)]
+    assert states(hide) == [State.DONE]
+
+
+def test_one_owner_waits_behind_its_failed_command_while_others_go(fake, make_portal):
+    portal, remote = make_portal()
+    fake.fail_next("profile", error="INTERNAL_SERVER_ERROR", status=500)
+    first = outbox.enqueue(portal, "profile", owner_key="call:A")
+    second = outbox.enqueue(portal, "app.info", owner_key="call:A")
+    other = outbox.enqueue(portal, "app.info", owner_key="call:B")
+    outbox.dispatch(portal.pk, slice_s=5)
+    assert states(first, second, other) == [State.PENDING, State.PENDING, State.DONE]
+    assert B24Command.objects.get(pk=first.pk).error_code == "INTERNAL_SERVER_ERROR"
+    B24Command.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+    drain(portal)
+    assert states(first, second) == [State.DONE, State.DONE]
+    a_calls = [c.method for c in fake.calls if c.method in ("profile", "app.info")]
+    assert a_calls == ["profile", "app.info", "profile", "app.info"]
+
+
+def test_expired_token_is_refreshed_once_persisted_and_the_call_retried(fake, make_portal):
+    portal, remote = make_portal()
+    old_refresh = remote.refresh_token
+    remote.expire_access_token()
+    command = outbox.enqueue(portal, "profile")
+    drain(portal)
+    assert states(command) == [State.DONE]
+    assert len(fake.oauth_requests) == 1
+    assert fake.oauth_requests[0]["refresh_token"] == old_refresh
+    stored = Portal.objects.get(pk=portal.pk)
+    assert stored.access_token == remote.access_token
+    assert stored.refresh_token == remote.refresh_token != old_refresh
+    assert command.attempts == 0 or B24Command.objects.get(pk=command.pk).attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_refreshes_of_one_portal_make_one_oauth_request(fake, make_portal):
+    portal, remote = make_portal()
+    fake.oauth_delay = 0.5
+    stale = portal.access_token
+    results = []
+
+    def refresh():
+        try:
+            results.append(rest.refresh_tokens(portal.pk, stale).access_token)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=refresh) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(fake.oauth_requests) == 1
+    assert results == [remote.access_token] * 4
+
+
+def test_invalid_grant_parks_the_portal_and_keeps_its_commands(fake, make_portal):
+    portal, remote = make_portal()
+    remote.expire_access_token()
+    remote.revoke_refresh_token()
+    commands = [outbox.enqueue(portal, "profile", owner_key=f"o{i}") for i in range(3)]
+    outbox.dispatch(portal.pk, slice_s=5)
+    portal.refresh_from_db()
+    assert portal.status == Portal.Status.NEEDS_REAUTH
+    assert "invalid_grant" in portal.last_error
+    assert states(*commands) == [State.PENDING] * 3
+    assert all(B24Command.objects.get(pk=c.pk).attempts == 0 for c in commands)
+    requests_before = len(fake.http_requests)
+    outbox.dispatch(portal.pk, slice_s=5)  # a parked portal sends nothing
+    assert len(fake.http_requests) == requests_before
+
+
+def test_rate_limit_refusal_waits_and_is_not_counted(fake, make_portal):
+    portal, remote = make_portal()
+    fake.fail_next("profile", error="QUERY_LIMIT_EXCEEDED", status=503, description="Too many")
+    command = outbox.enqueue(portal, "profile")
+    outbox.dispatch(portal.pk, slice_s=5)
+    row = B24Command.objects.get(pk=command.pk)
+    assert row.state == State.PENDING and row.attempts == 0
+    assert row.next_attempt_at > timezone.now()
+    B24Command.objects.filter(pk=command.pk).update(next_attempt_at=timezone.now())
+    drain(portal)
+    assert states(command) == [State.DONE]
+
+
+def test_operating_limit_pauses_only_that_method_until_reset(fake, make_portal):
+    portal, remote = make_portal()
+    fake.fail_next(
+        "crm.item.list",
+        error="OPERATION_TIME_LIMIT",
+        status=429,
+        description="Method is blocked due to operation time limit.",
+    )
+    slow = outbox.enqueue(portal, "crm.item.list", {"entityTypeId": 3}, owner_key="a")
+    drain(portal)
+    other = outbox.enqueue(portal, "profile", owner_key="b")
+    again = outbox.enqueue(portal, "crm.item.list", {"entityTypeId": 3}, owner_key="c")
+    outbox.dispatch(portal.pk, slice_s=5)
+    portal.refresh_from_db()
+    until = portal.paused_methods["crm.item.list"]
+    assert until > time.time() + 60
+    assert states(slow, other, again) == [State.PENDING, State.DONE, State.PENDING]
+    assert B24Command.objects.get(pk=slow.pk).attempts == 0
+
+
+def test_operating_budget_near_its_limit_pauses_before_bitrix_refuses(fake, make_portal, settings):
+    portal, remote = make_portal()
+    settings.BITRIX24_OPERATING_LIMIT_S = 10.0
+    fake.operating_cost["profile"] = 9.5
+    outbox.enqueue(portal, "profile")
+    drain(portal)
+    portal.refresh_from_db()
+    assert "profile" in portal.active_pauses()
+
+
+def test_transient_errors_back_off_then_give_up_after_the_horizon(fake, make_portal, settings):
+    portal, remote = make_portal()
+    fake.fail_next("profile", error="INTERNAL_SERVER_ERROR", status=500, times=3)
+    command = outbox.enqueue(portal, "profile")
+    outbox.dispatch(portal.pk, slice_s=5)
+    first = B24Command.objects.get(pk=command.pk)
+    assert first.state == State.PENDING and first.attempts == 1
+    assert first.next_attempt_at > timezone.now() + timedelta(seconds=1)
+    settings.BITRIX24_RETRY_HORIZON_S = 0
+    B24Command.objects.filter(pk=command.pk).update(
+        next_attempt_at=timezone.now(), first_sent_at=timezone.now() - timedelta(seconds=5)
+    )
+    outbox.dispatch(portal.pk, slice_s=5)
+    final = B24Command.objects.get(pk=command.pk)
+    assert final.state == State.FAILED
+    assert "gave up after 2 attempts" in final.error_description
+
+
+def test_permanent_error_is_recorded_and_reported_to_the_handler(fake, make_portal):
+    portal, remote = make_portal()
+    seen = []
+    outbox.RESULT_HANDLERS["test.seen"] = lambda c: seen.append((c.state, c.error_code))
+    try:
+        command = outbox.enqueue(
+            portal,
+            "telephony.externalCall.finish",
+            {"CALL_ID": "externalCall.nope", "USER_ID": 1},
+            handler="test.seen",
+        )
+        drain(portal)
+    finally:
+        del outbox.RESULT_HANDLERS["test.seen"]
+    row = B24Command.objects.get(pk=command.pk)
+    assert row.state == State.FAILED and row.error_code == "ERROR_CORE"
+    assert "Call is not found" in row.error_description
+    assert seen == [(State.FAILED, "ERROR_CORE")]
+
+
+def test_batch_sub_errors_are_per_command_and_dependents_wait(fake, make_portal):
+    portal, remote = make_portal()
+    bad = outbox.enqueue(
+        portal,
+        "telephony.externalCall.register",
+        {"USER_ID": 1, "PHONE_NUMBER": "+7495", "TYPE": 9},
+        owner_key="call:1",
+    )
+    dependent = outbox.enqueue(
+        portal,
+        "telephony.externalCall.show",
+        {"CALL_ID": outbox.ref(bad, "CALL_ID"), "USER_ID": 1},
+        depends_on=bad,
+    )
+    fine = outbox.enqueue(portal, "profile", owner_key="x")
+    drain(portal)
+    assert fake.http_requests[0][1] == "batch"
+    bad_row = B24Command.objects.get(pk=bad.pk)
+    assert (bad_row.state, bad_row.error_code) == (State.FAILED, "ERROR_CORE")
+    assert "Unknown TYPE" in bad_row.error_description
+    dep_row = B24Command.objects.get(pk=dependent.pk)
+    assert (dep_row.state, dep_row.error_code) == (State.FAILED, "DEPENDENCY_FAILED")
+    assert states(fine) == [State.DONE]
+
+
+def test_bitrix_down_then_back_commands_go_out_in_order_exactly_once(fake, make_portal):
+    portal, remote = make_portal()
+    fake.outage("close")
+    commands = [outbox.enqueue(portal, "profile", {"n": i}, owner_key="call:1") for i in range(3)]
+    outbox.dispatch(portal.pk, slice_s=5)
+    assert states(*commands)[0] == State.PENDING
+    assert B24Command.objects.get(pk=commands[0].pk).error_code == "NETWORK_ERROR"
+    fake.outage("500")
+    B24Command.objects.update(next_attempt_at=timezone.now())
+    outbox.dispatch(portal.pk, slice_s=5)
+    fake.restore()
+    B24Command.objects.update(next_attempt_at=timezone.now())
+    drain(portal)
+    assert states(*commands) == [State.DONE] * 3
+    assert [c.params["n"] for c in fake.calls_of("profile")] == ["0", "1", "2"]
+
+
+def test_slow_answers_are_waited_for_not_resent(fake, make_portal):
+    portal, remote = make_portal()
+    fake.method_delay["profile"] = 1.5
+    command = outbox.enqueue(portal, "profile")
+    drain(portal)
+    assert states(command) == [State.DONE]
+    assert len(fake.calls_of("profile")) == 1
+    assert B24Command.objects.get(pk=command.pk).duration_ms >= 1500
+
+
+def test_enterprise_plan_is_detected_from_app_info(fake, make_portal):
+    portal, remote = make_portal(plan="enterprise")
+    outbox.enqueue(portal, "app.info", handler="bitrixapp.app_info")
+    drain(portal)
+    assert Portal.objects.get(pk=portal.pk).plan == Portal.Plan.ENTERPRISE
+
+
+def test_plan_override_wins_over_detection(fake, make_portal):
+    portal, remote = make_portal(plan="enterprise", plan_override=Portal.Plan.STANDARD)
+    outbox.enqueue(portal, "app.info", handler="bitrixapp.app_info")
+    drain(portal)
+    portal.refresh_from_db()
+    assert portal.detected_plan == Portal.Plan.ENTERPRISE
+    assert portal.plan == Portal.Plan.STANDARD
+
+
+def test_expired_leases_return_to_the_queue(fake, make_portal):
+    portal, remote = make_portal()
+    command = outbox.enqueue(portal, "profile")
+    claimed = outbox.claim(portal)
+    assert [c.pk for c in claimed] == [command.pk]
+    assert outbox.release_expired_leases() == 0
+    B24Command.objects.filter(pk=command.pk).update(lease_until=timezone.now() - timedelta(1))
+    assert outbox.release_expired_leases() == 1
+    drain(portal)
+    assert states(command) == [State.DONE]
+
+
+def test_uninstalled_portal_sends_nothing(fake, make_portal):
+    portal, remote = make_portal(status=Portal.Status.UNINSTALLED)
+    outbox.enqueue(portal, "profile")
+    outbox.dispatch(portal.pk, slice_s=2)
+    assert fake.http_requests == []
