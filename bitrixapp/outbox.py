@@ -148,8 +148,9 @@ def _schedule_wakeup(portal: Portal | None) -> None:
         kick(portal.pk, countdown=max(0.05, (nxt - timezone.now()).total_seconds()))
 
 
-def claim(portal: Portal, limit: int = BATCH_LIMIT) -> list[B24Command]:
+def claim(portal: Portal, limit: int | None = None) -> list[B24Command]:
     """Lock and mark SENDING the next commands that may go now, keeping per-owner order."""
+    limit = min(limit or settings.BITRIX24_BATCH_MAX, BATCH_LIMIT)
     now = timezone.now()
     with transaction.atomic():
         rows = list(
@@ -254,6 +255,7 @@ def _is_solo(command: B24Command) -> bool:
 
 
 def send(portal: Portal, commands: list[B24Command]) -> None:
+    log.info("portal %s: sending %d command(s)", portal.member_id, len(commands))
     if len(commands) == 1:
         _send_single(portal, commands[0])
     else:
