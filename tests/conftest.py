@@ -169,8 +169,8 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     """Start real worker processes for this test; all are stopped afterwards."""
     started: list[Worker] = []
 
-    def start(name: str = "w1", concurrency: int = 1) -> Worker:
-        worker = Worker(f"{name}-{len(started)}", worker_env, tmp_path, concurrency)
+    def start(name: str = "w1", concurrency: int = 1, **env: str) -> Worker:
+        worker = Worker(f"{name}-{len(started)}", {**worker_env, **env}, tmp_path, concurrency)
         started.append(worker)
         return worker
 
