@@ -19,6 +19,7 @@ run: $(STAMP)
 # The whole suite against real PostgreSQL and Redis (started here if installed but stopped).
 test: $(STAMP)
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -328,3 +328,16 @@ def test_unknown_url_is_json_404(client):
     response = client.get("/nope/")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_wrong_types_in_a_json_event_are_named(client, installed):
+    body = {"event": "ONEXTERNALCALLSTART", "auth": {"member_id": ["m1"], "application_token": "x"}}
+    response = client.post("/bitrix/events/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "auth[member_id] must be a string",
+        "field": "auth[member_id]",
+    }
+    response = client.post("/bitrix/events/", [1, 2], content_type="application/json")
+    assert response.status_code == 400

@@ -1239,14 +1239,7 @@ class FakeBitrix24:
     def __init__(self, client_id: str = "app.123", client_secret: str = "s3cret") -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self.clock: Callable[[], float] = time.time  # wall clock for expiry/windows/buckets
-        self.enforce_rate_limit = True
-        self.operating_cost: dict[str, float] = {}
-        self.operating_limit = 480.0
-        self.delay = 0.0
-        self.method_delay: dict[str, float] = {}
-        self.oauth_delay = 0.0
-        self.known_events: set[str] = set(KNOWN_EVENTS)
+        self._default_knobs()
         self.calls: list[Call] = []
         self.throttled: list[tuple[str, str, float]] = []
         self.http_requests: list[tuple[str | None, str, float]] = []
@@ -1254,7 +1247,6 @@ class FakeBitrix24:
         self.oauth_requests: list[dict[str, Any]] = []
         self.errors: list[BaseException] = []  # exceptions raised inside the fake / handlers
         self._portals: dict[str, FakePortal] = {}
-        self._handlers: dict[str, Handler] = {}
         self._failures: list[_Failure] = []
         self._retired_access: dict[str, str] = {}
         self._outage: str | None = None
@@ -1338,10 +1330,23 @@ class FakeBitrix24:
 
     # Test knobs --------------------------------------------------------------------------
 
+    def _default_knobs(self) -> None:
+        self.clock: Callable[[], float] = time.time  # wall clock for expiry/windows/buckets
+        self.enforce_rate_limit = True
+        self.operating_cost: dict[str, float] = {}
+        self.operating_limit = 480.0
+        self.delay = 0.0
+        self.method_delay: dict[str, float] = {}
+        self.oauth_delay = 0.0
+        self.known_events: set[str] = set(KNOWN_EVENTS)
+        self._handlers: dict[str, Handler] = {}
+
     def reset(self) -> None:
-        """Clear recordings, injected failures, the outage, buckets and operating windows.
-        Portals (tokens, lines, bindings, senders, ...) and knobs (delays, costs) stay."""
+        """Clear recordings, injected failures, the outage, buckets and operating windows, and
+        put every knob (delays, costs, limits, handlers, clock) back to its default, so that
+        one test's settings never leak into the next. Portals (tokens, lines, ...) stay."""
         with self._lock:
+            self._default_knobs()
             for log in (self.calls, self.throttled, self.http_requests, self.rejected):
                 log.clear()
             self.oauth_requests.clear()
