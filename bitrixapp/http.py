@@ -7,6 +7,7 @@ import hmac
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -93,7 +94,10 @@ class InboundEndpoint(APIView):
 
     def form(self, request: Request) -> dict[str, Any]:
         """The body as a nested dict, whether it came form-encoded (brackets) or as JSON."""
-        data = request.data
+        try:
+            data = request.data
+        except RequestDataTooBig as exc:
+            raise ApiError(413, "payload_too_large", "body over the size limit") from exc
         if isinstance(data, dict) and not hasattr(data, "lists"):
             return data
         if not hasattr(data, "lists"):

@@ -120,16 +120,21 @@ def grant_from_event(form: dict[str, Any]) -> Grant:
 def install(grant: Grant) -> Portal:
     """Create or revive the portal with fresh tokens and queue its setup (idempotent)."""
     with transaction.atomic():
-        portal = Portal.objects.select_for_update().filter(member_id=grant.member_id).first()
-        portal = portal or Portal(member_id=grant.member_id)
-        reinstall = portal.status != Portal.Status.ACTIVE or portal.pk is None
+        # The frame POST and ONAPPINSTALL often arrive together: get_or_create absorbs the race
+        # on the unique member_id, the row lock orders the two updates.
+        portal, created = Portal.objects.select_for_update().get_or_create(
+            member_id=grant.member_id,
+            defaults={"domain": grant.domain, "client_endpoint": grant.client_endpoint},
+        )
+        if created or portal.status != Portal.Status.ACTIVE:
+            portal.installed_at = timezone.now()
         _apply_grant(portal, grant)
         portal.status = Portal.Status.ACTIVE
         portal.uninstalled_at = None
-        if reinstall:
-            portal.installed_at = timezone.now()
         portal.save()
         queue_setup(portal)
+        # Commands parked while the portal needed re-auth go now, not at the next sweep.
+        transaction.on_commit(lambda: outbox.kick(portal.pk))
     return portal
 
 

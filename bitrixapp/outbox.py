@@ -93,7 +93,11 @@ def enqueue(
 
 def kick(portal_id: int, countdown: float = 0) -> None:
     """Make sure a dispatcher task for the portal is queued (one queued task is enough)."""
-    if countdown <= 0 and not cache.add(f"b24:kick:{portal_id}", 1, timeout=10):
+    if countdown <= 0:
+        key, ttl = f"b24:kick:{portal_id}", 10
+    else:  # one timed wake-up per portal and second, however many runs ask for it
+        key, ttl = f"b24:wake:{portal_id}:{int(time.time() + countdown)}", int(countdown) + 5
+    if not cache.add(key, 1, timeout=ttl):
         return
     current_app.send_task(
         "bitrixapp.tasks.dispatch_portal", args=[portal_id], countdown=countdown or None

@@ -341,3 +341,32 @@ def test_wrong_types_in_a_json_event_are_named(client, installed):
     }
     response = client.post("/bitrix/events/", [1, 2], content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_frame_post_and_onappinstall_arriving_together_make_one_portal():
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    statuses = []
+
+    def post(path, data, query=""):
+        try:
+            statuses.append(Client().post(path + query, data).status_code)
+        finally:
+            connection.close()
+
+    frame = frame_post("race", APPLICATION_TOKEN="apptok")
+    threads = [
+        threading.Thread(target=post, args=("/bitrix/install/", onappinstall("race"))),
+        threading.Thread(target=post, args=("/bitrix/install/", frame, "?DOMAIN=a.bitrix24.ru")),
+        threading.Thread(target=post, args=("/bitrix/install/", onappinstall("race"))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert statuses == [200, 200, 200]
+    assert Portal.objects.filter(member_id="race").count() == 1
