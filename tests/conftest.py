@@ -20,6 +20,13 @@ QUEUES = "bitrix,calls,sms,recordings,default"
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """A test database of this run's own: a concurrent run or a leftover session on a shared
+    name would make creating or dropping it fail."""
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_bridge_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeBitrix24]:
     with FakeBitrix24(
         client_id=settings.BITRIX24_CLIENT_ID, client_secret=settings.BITRIX24_CLIENT_SECRET
