@@ -43,7 +43,8 @@ def store(portal: Portal, name: str, form: dict[str, Any]) -> BitrixEvent:
     from bitrixapp import tasks
 
     event = BitrixEvent.objects.create(portal=portal, event=name, payload=without_secrets(form))
-    transaction.on_commit(lambda: tasks.process_event.delay(event.pk))
+    # Robust: a broker outage must not turn a stored event into a 500 (the sweeper re-queues).
+    transaction.on_commit(lambda: tasks.process_event.delay(event.pk), robust=True)
     return event
 
 

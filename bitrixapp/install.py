@@ -134,7 +134,7 @@ def install(grant: Grant) -> Portal:
         portal.save()
         queue_setup(portal)
         # Commands parked while the portal needed re-auth go now, not at the next sweep.
-        transaction.on_commit(lambda: outbox.kick(portal.pk))
+        outbox.kick_after_commit(portal.pk)
     return portal
 
 
@@ -162,7 +162,7 @@ def revive(portal: Portal, grant: Grant) -> bool:
         portal.record_error("")
         portal.last_error_at = None
         portal.save()
-        transaction.on_commit(lambda: outbox.kick(portal.pk))
+        outbox.kick_after_commit(portal.pk)
     return True
 
 
@@ -240,4 +240,4 @@ def uninstall(portal: Portal, clean: bool) -> None:
     if clean:
         from bitrixapp import tasks
 
-        transaction.on_commit(lambda: tasks.purge_portal.delay(portal.pk))
+        transaction.on_commit(lambda: tasks.purge_portal.delay(portal.pk), robust=True)

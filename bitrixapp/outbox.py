@@ -87,8 +87,33 @@ def enqueue(
         depends_on=depends_on,
         handler=handler,
     )
-    transaction.on_commit(lambda: kick(portal.pk))
+    kick_after_commit(portal.pk)
     return command
+
+
+def kick_after_commit(portal_id: int) -> None:
+    """Kick once the transaction commits: once per portal and savepoint, not once per command
+    (a thousand commands in one transaction would otherwise be a thousand Redis round trips).
+    Robust: if the broker is down the rows are still committed and the sweeper sends them."""
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        _kick_quietly(portal_id)
+        return
+    block = conn.atomic_blocks[0]
+    seen = getattr(conn, "_b24_kicks", None)
+    if seen is None or seen[0] is not block:
+        seen = conn._b24_kicks = (block, set())
+    marker = (portal_id, tuple(conn.savepoint_ids))
+    if marker not in seen[1]:
+        seen[1].add(marker)
+        transaction.on_commit(lambda: kick(portal_id), robust=True)
+
+
+def _kick_quietly(portal_id: int) -> None:
+    try:
+        kick(portal_id)
+    except Exception:
+        log.exception("could not queue the dispatcher for portal %s; the sweeper will", portal_id)
 
 
 def kick(portal_id: int, countdown: float = 0) -> None:
@@ -171,6 +196,7 @@ def claim(portal: Portal, limit: int | None = None) -> list[B24Command]:
         )
         for command in picked:
             command.state, command.attempts = State.SENDING, command.attempts + 1
+            command.sent_at, command.lease_until = now, now + LEASE
             command.first_sent_at = command.first_sent_at or now
         B24Command.objects.filter(pk__in=[c.pk for c in picked], first_sent_at=None).update(
             first_sent_at=now

@@ -36,6 +36,19 @@ def test_one_command_when_idle_is_one_plain_request(fake, make_portal):
     assert command.state == State.DONE
     assert command.result["ADMIN"] is True
     assert command.http_status == 200 and command.attempts == 1 and not command.batch_id
+    assert command.created_at <= command.sent_at <= command.finished_at
+
+
+def test_many_commands_in_one_transaction_register_one_kick(
+    fake, make_portal, django_capture_on_commit_callbacks
+):
+    portal, remote = make_portal()
+    other, _ = make_portal()
+    with django_capture_on_commit_callbacks() as callbacks:
+        for i in range(100):
+            outbox.enqueue(portal, "profile", {"n": i})
+        outbox.enqueue(other, "profile")
+    assert len(callbacks) == 2  # one per portal, not one per command
 
 
 def test_a_backlog_goes_out_as_one_batch(fake, make_portal):
