@@ -21,7 +21,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from bitrixapp import ratelimit, rest
@@ -38,7 +38,6 @@ SOLO_PARAM_CHARS = 100_000  # big payloads (recordings) go alone: a batch must f
 LEASE = timedelta(seconds=180)  # a claimed row returns to the queue if its worker dies
 INLINE_WAIT_S = 5.0  # wait for a bucket slot inside the task up to this long; else reschedule
 DISPATCH_SLICE_S = 50.0  # one task serves a portal this long, then hands over to a new task
-RETRY_MAX_DELAY_S = 300
 
 ResultHandler = Callable[[B24Command], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
@@ -118,15 +117,22 @@ def _kick_quietly(portal_id: int) -> None:
 
 def kick(portal_id: int, countdown: float = 0) -> None:
     """Make sure a dispatcher task for the portal is queued (one queued task is enough)."""
-    if countdown <= 0:
-        key, ttl = f"b24:kick:{portal_id}", 10
-    else:  # one timed wake-up per portal and second, however many runs ask for it
-        key, ttl = f"b24:wake:{portal_id}:{int(time.time() + countdown)}", int(countdown) + 5
-    if not cache.add(key, 1, timeout=ttl):
+    if countdown > 0:
+        _wake_later(portal_id, countdown)
+    elif cache.add(f"b24:kick:{portal_id}", 1, timeout=10):
+        current_app.send_task("bitrixapp.tasks.dispatch_portal", args=[portal_id])
+
+
+def _wake_later(portal_id: int, countdown: float) -> None:
+    """A timed dispatcher run; skipped when an earlier one is already on its way (that run
+    schedules whatever is still waiting), so repeated runs do not pile up timers."""
+    at = time.time() + countdown
+    key = f"b24:wake:{portal_id}"
+    pending = cache.get(key)
+    if pending is not None and time.time() < pending <= at:
         return
-    current_app.send_task(
-        "bitrixapp.tasks.dispatch_portal", args=[portal_id], countdown=countdown or None
-    )
+    cache.set(key, at, timeout=int(countdown) + 5)
+    current_app.send_task("bitrixapp.tasks.dispatch_portal", args=[portal_id], countdown=countdown)
 
 
 # ---------------------------------------------------------------- dispatching
@@ -160,15 +166,21 @@ def _has_ready(portal: Portal) -> bool:
 
 
 def _schedule_wakeup(portal: Portal | None) -> None:
-    """Commands waiting on a backoff or a method pause get a timed dispatcher run."""
+    """Commands waiting on a backoff or a method pause get a timed dispatcher run, at the
+    time the first of them that heads its owner's lane may go."""
     if portal is None or not portal.can_send:
         return
-    # Only rows waiting on a time: ready rows blocked behind an earlier command of their
-    # owner go out in the same loop that settles that earlier command.
+    blocked = B24Command.objects.filter(
+        portal=portal,
+        owner_key=OuterRef("owner_key"),
+        id__lt=OuterRef("id"),
+        state__in=B24Command.OPEN_STATES,
+    ).exclude(owner_key="")
     nxt = (
         B24Command.objects.filter(
             portal=portal, state=State.PENDING, next_attempt_at__gt=timezone.now()
         )
+        .filter(~Exists(blocked))
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()
@@ -463,7 +475,9 @@ def _on_transient(portal: Portal, command: B24Command, reply: _Reply) -> None:
         )
         _finish(command, State.FAILED)
         return
-    delay = get_exponential_backoff_interval(1, command.attempts, RETRY_MAX_DELAY_S)
+    delay = get_exponential_backoff_interval(
+        1, command.attempts, settings.BITRIX24_RETRY_MAX_DELAY_S
+    )
     _requeue(command, delay_s=delay + random.uniform(0, 0.5), count_attempt=True)
 
 

@@ -36,6 +36,8 @@ BITRIX24_ALLOW_HTTP = env.bool("BITRIX24_ALLOW_HTTP", default=False)
 BITRIX24_TIMEOUT = (5.0, env.float("BITRIX24_READ_TIMEOUT", default=65.0))
 # How long a command keeps retrying transient failures before it is failed for good.
 BITRIX24_RETRY_HORIZON_S = env.int("BITRIX24_RETRY_HORIZON_S", default=24 * 3600)
+# Exponential backoff between those retries (2, 4, 8 ... s) stops growing here.
+BITRIX24_RETRY_MAX_DELAY_S = env.int("BITRIX24_RETRY_MAX_DELAY_S", default=300)
 # Commands per batch request (Bitrix24 allows 50); 1 turns batching off.
 BITRIX24_BATCH_MAX = max(1, min(50, env.int("BITRIX24_BATCH_MAX", default=50)))
 # Per-method execution-time budget in a sliding 10 minutes (reference §4.2; 480 s historically).

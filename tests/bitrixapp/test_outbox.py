@@ -361,3 +361,19 @@ def test_uninstalled_portal_sends_nothing(fake, make_portal):
     outbox.enqueue(portal, "profile")
     outbox.dispatch(portal.pk, slice_s=2)
     assert fake.http_requests == []
+
+
+def test_wakeup_is_timed_for_the_head_of_a_lane_not_a_blocked_follower(fake, make_portal):
+    from django.core.cache import cache
+
+    portal, remote = make_portal()
+    head = outbox.enqueue(portal, "profile", owner_key="call:1")
+    follower = outbox.enqueue(portal, "profile", owner_key="call:1")
+    now = timezone.now()
+    B24Command.objects.filter(pk=head.pk).update(next_attempt_at=now + timedelta(seconds=30))
+    B24Command.objects.filter(pk=follower.pk).update(next_attempt_at=now + timedelta(seconds=3))
+    outbox.dispatch(portal.pk, slice_s=2)
+    assert abs(cache.get(f"b24:wake:{portal.pk}") - (now.timestamp() + 30)) < 2
+    # A later wake-up request does not replace the earlier one on its way.
+    outbox.kick(portal.pk, countdown=60)
+    assert abs(cache.get(f"b24:wake:{portal.pk}") - (now.timestamp() + 30)) < 2
