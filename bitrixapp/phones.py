@@ -1,0 +1,28 @@
+"""The one phone normalizer (DESIGN.md principle 10): raw string in, E.164 or None out.
+
+Used by telephony and SMS alike; it never raises. PBXs send numbers in many shapes
+("79161234567", "+7 916 123-45-67", "89161234567", "sip:101@pbx"), so the raw string is
+always kept beside the result.
+"""
+
+import phonenumbers
+
+
+def to_e164(raw: str, region: str = "RU") -> str | None:
+    """`+79161234567` for anything that is a valid number, else None."""
+    text = (raw or "").strip()
+    if not text or text.lower().startswith("sip:"):
+        return None
+    digits = "".join(ch for ch in text if ch.isdigit())
+    candidates = [text]
+    if not text.startswith("+") and len(digits) >= 11:
+        # Russian PBXs send international numbers without "+" (79161234567).
+        candidates.insert(0, "+" + digits)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None

@@ -1,0 +1,217 @@
+"""PBX connections of a portal, their line and extension mappings, calls and inbound events."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from bitrixapp.crypto import EncryptedJSONField
+from bitrixapp.models import Portal
+
+
+class PbxConnection(models.Model):
+    """One PBX account of a portal: its own webhook URL, credentials, lines and extensions."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="pbx_connections")
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=32)
+    credentials = EncryptedJSONField(blank=True, default=dict)
+    api_url = models.URLField(blank=True, help_text="Empty: the provider's default API URL")
+    webhook_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    default_user_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Bitrix24 user who gets unmatched and missed calls"
+    )
+    show_card = models.BooleanField(default=True)
+    crm_create = models.BooleanField(default=True, help_text="Create a lead for unknown numbers")
+    missed_call_min_duration_s = models.PositiveIntegerField(
+        default=0, help_text="Answered calls shorter than this are logged as missed"
+    )
+    route_to_responsible = models.BooleanField(
+        default=False, help_text="Show known clients' calls to their CRM owner"
+    )
+    log_internal_calls = models.BooleanField(default=False)
+    only_mapped_lines = models.BooleanField(
+        default=False, help_text="Log only calls on the lines listed below"
+    )
+    is_active = models.BooleanField(default=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["portal", "name"], name="pbx_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.provider})"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{settings.APP_BASE_URL}/telephony/hooks/{self.webhook_uuid}/"
+
+    def record_error(self, message: str) -> None:
+        PbxConnection.objects.filter(pk=self.pk).update(
+            last_error=message[:2000], last_error_at=timezone.now()
+        )
+
+
+class PbxLine(models.Model):
+    """A number the PBX reports, and the Bitrix24 external line it is logged on."""
+
+    connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="lines")
+    number = models.CharField(max_length=64, help_text="as the PBX reports it")
+    line_number = models.CharField(max_length=64, help_text="Bitrix24 LINE_NUMBER")
+    name = models.CharField(max_length=100, blank=True)
+    crm_auto_create = models.BooleanField(default=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "number"], name="pbx_line_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number} → {self.line_number}"
+
+
+class PbxExtension(models.Model):
+    """PBX extension → Bitrix24 user. Rows typed by an admin override ones read from Bitrix24."""
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "set by an admin"
+        BITRIX = "bitrix", "from Bitrix24 UF_PHONE_INNER"
+
+    connection = models.ForeignKey(
+        PbxConnection, on_delete=models.CASCADE, related_name="extensions"
+    )
+    extension = models.CharField(max_length=32)
+    user_id = models.PositiveIntegerField()
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.MANUAL)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "extension"], name="pbx_ext_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.extension} → user {self.user_id}"
+
+
+class Call(models.Model):
+    """One physical call as Bitrix24 sees it; `state` is the call engine's state."""
+
+    class Origin(models.TextChoices):
+        PBX = "pbx", "PBX event"
+        CLICK_TO_CALL = "click_to_call", "click-to-call"
+        CALLBACK = "callback", "CRM callback form"
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="calls")
+    connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="calls")
+    call_key = models.CharField(max_length=255, blank=True, help_text="provider's call id")
+    command_id = models.CharField(max_length=64, blank=True, help_text="our originate command")
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.PBX)
+    direction = models.CharField(max_length=10, blank=True)
+    client_number = models.CharField(max_length=64, blank=True)
+    # NULL, not "", when the raw number is not a valid phone number (DESIGN.md principle 10).
+    client_number_e164 = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
+    line_number = models.CharField(max_length=64, blank=True)
+    b24_call_id = models.CharField(max_length=100, blank=True)
+    register_command = models.ForeignKey(
+        "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    finish_command = models.ForeignKey(
+        "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    phase = models.CharField(max_length=10, default="new")
+    answered_user_id = models.PositiveIntegerField(null=True, blank=True)
+    status_code = models.CharField(max_length=8, blank=True)
+    duration = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    state = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "call_key"], condition=~Q(call_key=""), name="call_key_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "command_id"],
+                condition=~Q(command_id=""),
+                name="call_command_unique",
+            ),
+        ]
+        indexes = [models.Index(fields=["portal", "-created_at"], name="call_recent")]
+
+    def __str__(self) -> str:
+        return f"call {self.call_key or self.command_id} ({self.phase})"
+
+    @property
+    def owner_key(self) -> str:
+        return f"call:{self.pk}"
+
+
+class PbxEvent(models.Model):
+    """A PBX webhook as received (authenticated, so kept for diagnosis and reprocessing)."""
+
+    class State(models.TextChoices):
+        RECEIVED = "received", "received"
+        PROCESSED = "processed", "processed"
+        IGNORED = "ignored", "ignored"
+        FAILED = "failed", "failed"
+
+    connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="events")
+    call = models.ForeignKey(
+        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    path = models.CharField(max_length=100, blank=True)
+    dedupe_key = models.CharField(max_length=64)
+    body = models.TextField()
+    events = models.JSONField(default=list, help_text="normalized call events")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "dedupe_key"], name="pbx_event_once")
+        ]
+        indexes = [models.Index(fields=["state", "received_at"], name="pbx_event_state")]
+
+    def __str__(self) -> str:
+        return f"{self.path} #{self.pk}"
+
+
+class CallRecording(models.Model):
+    """A recording of a call: downloaded from the PBX by a worker, then attached in Bitrix24."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for download"
+        DOWNLOADED = "downloaded", "downloaded, attaching"
+        ATTACHED = "attached", "attached"
+        FAILED = "failed", "failed"
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="recordings")
+    recording_id = models.CharField(max_length=255)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    filename = models.CharField(max_length=255, blank=True)
+    size = models.PositiveIntegerField(null=True, blank=True)
+    content = models.BinaryField(null=True, blank=True, editable=False)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    attached_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["call", "recording_id"], name="recording_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"recording {self.recording_id} ({self.state})"
