@@ -240,3 +240,23 @@ def call_with_refresh(
         _mark_needs_reauth(portal, f"fresh token refused: {retry.error}")
         retry.forced = Outcome.PORTAL_BLOCKED
     return portal, retry
+
+
+class UploadFailed(Exception):
+    """An upload to a Bitrix24 upload URL did not succeed (retry later)."""
+
+
+def upload(url: str, field_name: str, filename: str, content: bytes) -> dict[str, Any]:
+    """POST a file to an upload URL Bitrix24 handed out (attachRecord's upload mode)."""
+    if not url.startswith("https://") and not settings.BITRIX24_ALLOW_HTTP:
+        raise UploadFailed("refusing a non-https upload URL")
+    try:
+        reply = _session.post(
+            url, files={field_name: (filename, content)}, timeout=settings.BITRIX24_TIMEOUT
+        )
+    except requests.RequestException as exc:
+        raise UploadFailed(type(exc).__name__) from exc
+    body = _json_body(reply)
+    if reply.status_code >= 400 or body.get("error"):
+        raise UploadFailed(f"HTTP {reply.status_code} {body.get('error') or ''}".strip())
+    return body

@@ -21,7 +21,7 @@ from telephony.providers.base import CallEvent, Direction, Kind
 LATE_AFTER_S = 120
 
 # Bitrix24 call TYPE by direction (reference §1.3); callbacks are TYPE 4.
-CALL_TYPES = {Direction.INBOUND: 2, Direction.OUTBOUND: 1, Direction.INTERNAL: 1}
+CALL_TYPES = {Direction.INBOUND: 2, Direction.OUTBOUND: 1, Direction.INTERNAL: 2}
 CALLBACK_TYPE = 4
 
 MISSED = "304"
@@ -414,7 +414,8 @@ def _finish(state: CallState, event: CallEvent, policy: Policy, out: list, key: 
     status = _status(answered, talk, event, policy)
     _hide(state, [u for u in state.shown if u != user], out)
     state.finished, state.status_code, state.duration = True, status, talk
-    out.append(Finish(user, talk, status, event.reason if status != SUCCESS else ""))
+    # A disconnect reason explains a call that did not connect, not a short conversation.
+    out.append(Finish(user, talk, status, "" if answered else event.reason))
 
 
 def _finish_user(state: CallState, event: CallEvent, policy: Policy) -> int | None:

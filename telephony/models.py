@@ -204,6 +204,9 @@ class CallRecording(models.Model):
     filename = models.CharField(max_length=255, blank=True)
     size = models.PositiveIntegerField(null=True, blank=True)
     content = models.BinaryField(null=True, blank=True, editable=False)
+    attach_command = models.ForeignKey(
+        "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     attached_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,282 @@
+"""From a stored PBX event to Bitrix24 commands: lock the call, run the engine, emit intents.
+
+Events of one call are applied one at a time under the Call row lock; different calls run
+in parallel. The engine's intents become outbox commands in the call's own ordered lane
+(`call:<pk>`), so register always goes before show/hide/finish, and finish before
+attachRecord.
+"""
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from bitrixapp import outbox
+from bitrixapp.models import B24Command
+from bitrixapp.phones import to_e164
+from telephony import engine, providers
+from telephony.engine import CallState, Policy
+from telephony.models import Call, CallRecording, PbxConnection, PbxEvent
+from telephony.providers.base import CallEvent, Kind
+
+log = logging.getLogger(__name__)
+
+# Recordings up to this size go inline (FILE_CONTENT, base64); larger ones use the upload
+# URL mode so that no request body gets near Bitrix24's 60 s limit.
+INLINE_RECORDING_BYTES = 512 * 1024
+
+
+# ---------------------------------------------------------------- policy
+
+
+def policy_of(connection: PbxConnection) -> Policy:
+    return Policy(
+        external_id_prefix=connection.webhook_uuid.hex[:12],
+        default_user=connection.default_user_id,
+        show_card=connection.show_card,
+        crm_create=connection.crm_create,
+        min_talk_s=connection.missed_call_min_duration_s,
+        users={e.extension: e.user_id for e in connection.extensions.all()},
+        lines={_digits(line.number): line.line_number for line in connection.lines.all()},
+        log_internal=connection.log_internal_calls,
+        only_mapped_lines=connection.only_mapped_lines,
+        sends_summary=providers.get(connection.provider).sends_summary,
+        route_to_responsible=connection.route_to_responsible,
+    )
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+# ---------------------------------------------------------------- processing stored events
+
+
+def process(event_id: int) -> None:
+    """Apply a stored webhook's events; a second run for the same row does nothing."""
+    with transaction.atomic():
+        row = (
+            PbxEvent.objects.select_for_update()
+            .select_related("connection__portal")
+            .filter(pk=event_id)
+            .first()
+        )
+        if row is None or row.state != PbxEvent.State.RECEIVED:
+            return
+        events = [CallEvent.from_json(e) for e in row.events]
+        relevant = [e for e in events if e.kind is not Kind.UNKNOWN and e.call_key]
+        if not row.connection.portal.can_send:
+            _close(row, PbxEvent.State.IGNORED, "portal is not active")
+            return
+        for event in relevant:
+            row.call = apply_event(row.connection, event)
+        _close(row, PbxEvent.State.PROCESSED if relevant else PbxEvent.State.IGNORED)
+
+
+def _close(row: PbxEvent, state: str, error: str = "") -> None:
+    row.state, row.error, row.processed_at = state, error, timezone.now()
+    row.save()
+
+
+def apply_event(connection: PbxConnection, event: CallEvent) -> Call:
+    call = _locked_call(connection, event)
+    policy = policy_of(connection)
+    state, intents = engine.apply(
+        CallState.from_json(call.state), event, policy, time.time(), call.call_key
+    )
+    emit(call, intents)
+    save_state(call, state)
+    return call
+
+
+def _locked_call(connection: PbxConnection, event: CallEvent) -> Call:
+    """The call this event belongs to, locked: a click-to-call we started (by command_id),
+    or the call of this provider key (created on its first event)."""
+    if event.command_id:
+        started = (
+            Call.objects.select_for_update()
+            .filter(connection=connection, command_id=event.command_id)
+            .first()
+        )
+        if started is not None:
+            if not started.call_key:
+                started.call_key = event.call_key
+                started.save(update_fields=["call_key", "updated_at"])
+            return started
+    try:
+        with transaction.atomic():
+            call, _ = Call.objects.get_or_create(
+                connection=connection,
+                call_key=event.call_key,
+                defaults={"portal_id": connection.portal_id},
+            )
+    except IntegrityError:  # created by a parallel event of the same call a moment ago
+        call = Call.objects.get(connection=connection, call_key=event.call_key)
+    return Call.objects.select_for_update().get(pk=call.pk)
+
+
+def save_state(call: Call, state: CallState) -> None:
+    call.state = state.to_json()
+    call.direction = state.direction
+    call.client_number = state.client_number
+    call.client_number_e164 = to_e164(state.client_number)
+    call.line_number = state.line_number
+    call.answered_user_id = state.answered_user
+    call.status_code = state.status_code
+    call.duration = state.duration
+    call.phase = _phase(state)
+    call.last_error = state.problem or call.last_error
+    if state.started_at and not call.started_at:
+        call.started_at = _aware(state.started_at)
+    if state.finished and not call.ended_at:
+        call.ended_at = timezone.now()
+    call.save()
+
+
+def _phase(state: CallState) -> str:
+    if state.ignored:
+        return "ignored"
+    if state.finished:
+        return "finished"
+    return "answered" if state.answered_user else "ringing"
+
+
+def _aware(ts: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def reprocess(event: PbxEvent) -> None:
+    """Admin action: apply a stored webhook again (the engine ignores what it already saw)."""
+    from telephony import tasks
+
+    PbxEvent.objects.filter(pk=event.pk).update(state=PbxEvent.State.RECEIVED, error="")
+    tasks.process_pbx_event.delay(event.pk)
+
+
+# ---------------------------------------------------------------- intents -> commands
+
+
+def emit(call: Call, intents: list[engine.Intent]) -> None:
+    for intent in intents:
+        EMITTERS[type(intent)](call, intent)
+
+
+def _call_id_params(call: Call) -> tuple[dict[str, Any], B24Command | None]:
+    """CALL_ID as a value once Bitrix24 gave it, else a reference to the register command."""
+    if call.b24_call_id:
+        return {"CALL_ID": call.b24_call_id}, None
+    return {"CALL_ID": outbox.ref(call.register_command, "CALL_ID")}, call.register_command
+
+
+def _enqueue(call: Call, method: str, params: dict, handler: str = "") -> B24Command:
+    base, depends_on = _call_id_params(call)
+    return outbox.enqueue(
+        call.portal,
+        method,
+        {**base, **params},
+        owner_key=call.owner_key,
+        depends_on=depends_on,
+        handler=handler,
+    )
+
+
+def _register(call: Call, intent: engine.Register) -> None:
+    params = {
+        "USER_ID": intent.user_id,
+        "PHONE_NUMBER": to_e164(intent.phone) or intent.phone,
+        "TYPE": intent.call_type,
+        "SHOW": int(intent.show),
+        "CRM_CREATE": int(intent.crm_create),
+        "EXTERNAL_CALL_ID": intent.external_call_id,
+    }
+    if intent.start:
+        params["CALL_START_DATE"] = intent.start
+    if intent.line_number:
+        params["LINE_NUMBER"] = intent.line_number
+    call.register_command = outbox.enqueue(
+        call.portal,
+        "telephony.externalCall.register",
+        params,
+        owner_key=call.owner_key,
+        handler="telephony.registered",
+    )
+
+
+def _show(call: Call, intent: engine.Show) -> None:
+    _enqueue(call, "telephony.externalCall.show", {"USER_ID": list(intent.users)})
+
+
+def _hide(call: Call, intent: engine.Hide) -> None:
+    _enqueue(call, "telephony.externalCall.hide", {"USER_ID": list(intent.users)})
+
+
+def _finish(call: Call, intent: engine.Finish) -> None:
+    params: dict[str, Any] = {
+        "USER_ID": intent.user_id,
+        "DURATION": intent.duration,
+        "STATUS_CODE": intent.status_code,
+    }
+    if intent.reason:
+        params["FAILED_REASON"] = intent.reason
+    call.finish_command = _enqueue(call, "telephony.externalCall.finish", params)
+    for recording in call.recordings.filter(state=CallRecording.State.DOWNLOADED):
+        attach(call, recording)  # downloaded before the call ended: attach after finish
+
+
+def _fetch_recording(call: Call, intent: engine.FetchRecording) -> None:
+    from telephony import tasks
+
+    recording, created = CallRecording.objects.get_or_create(
+        call=call, recording_id=intent.recording_id
+    )
+    if created:
+        transaction.on_commit(lambda: tasks.download_recording.delay(recording.pk), robust=True)
+
+
+def _find_responsible(call: Call, intent: engine.FindResponsible) -> None:
+    outbox.enqueue(
+        call.portal,
+        "telephony.externalCall.searchCrmEntities",
+        {"PHONE_NUMBER": to_e164(intent.phone) or intent.phone},
+        owner_key=f"{call.owner_key}:crm",
+        handler="telephony.responsible",
+    )
+
+
+EMITTERS: dict[type, Callable[[Call, Any], None]] = {
+    engine.Register: _register,
+    engine.Show: _show,
+    engine.Hide: _hide,
+    engine.Finish: _finish,
+    engine.FetchRecording: _fetch_recording,
+    engine.FindResponsible: _find_responsible,
+}
+
+
+# ---------------------------------------------------------------- recordings
+
+
+def attach(call: Call, recording: CallRecording) -> None:
+    """attachRecord after finish: inline for small files, upload URL mode for large ones."""
+    if call.finish_command is None:
+        return  # the finish emitter attaches it
+    params: dict[str, Any] = {"FILENAME": recording.filename}
+    inline = (recording.size or 0) <= INLINE_RECORDING_BYTES
+    if inline:
+        params["FILE_CONTENT"] = base64.b64encode(bytes(recording.content)).decode()
+    base, _ = _call_id_params(call)
+    recording.attach_command = outbox.enqueue(
+        call.portal,
+        "telephony.externalCall.attachRecord",
+        {**base, **params},
+        owner_key=call.owner_key,
+        depends_on=call.finish_command,
+        handler="telephony.recording_attached" if inline else "telephony.recording_upload",
+    )
+    recording.save(update_fields=["attach_command"])

@@ -1,0 +1,80 @@
+"""What telephony does with Bitrix24's answers (outbox result handlers)."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from bitrixapp.models import B24Command
+from bitrixapp.outbox import result_handler
+from telephony import engine, pipeline
+from telephony.engine import CallState
+from telephony.models import Call, CallRecording
+
+DONE = B24Command.State.DONE
+
+
+@result_handler("telephony.registered")
+def _registered(command: B24Command) -> None:
+    call = Call.objects.select_related("connection").filter(register_command=command).first()
+    if call is None:
+        return
+    if command.state == DONE and isinstance(command.result, dict):
+        Call.objects.filter(pk=call.pk).update(b24_call_id=str(command.result.get("CALL_ID") or ""))
+        return
+    reason = f"register failed: {command.error_code} {command.error_description}"
+    Call.objects.filter(pk=call.pk).update(last_error=reason[:2000])
+    call.connection.record_error(reason)
+
+
+@result_handler("telephony.responsible")
+def _responsible(command: B24Command) -> None:
+    """searchCrmEntities answered (or failed): register the call for the owner, or without."""
+    call_pk = int(command.owner_key.split(":")[1])
+    owner = None
+    if command.state == DONE and isinstance(command.result, list) and command.result:
+        owner = command.result[0].get("ASSIGNED_BY_ID")
+    call = Call.objects.select_for_update().select_related("connection").get(pk=call_pk)
+    state, intents = engine.responsible_found(
+        CallState.from_json(call.state),
+        int(owner) if owner else None,
+        pipeline.policy_of(call.connection),
+        call.call_key,
+    )
+    pipeline.emit(call, intents)
+    pipeline.save_state(call, state)
+
+
+@result_handler("telephony.recording_attached")
+def _attached(command: B24Command) -> None:
+    recording = CallRecording.objects.filter(attach_command=command).first()
+    if recording is None:
+        return
+    if command.state == DONE:
+        recording.state, recording.attached_at, recording.content = (
+            CallRecording.State.ATTACHED,
+            timezone.now(),
+            None,
+        )
+    else:
+        recording.state = CallRecording.State.FAILED
+        recording.error = f"{command.error_code} {command.error_description}"[:2000]
+    recording.save()
+
+
+@result_handler("telephony.recording_upload")
+def _upload(command: B24Command) -> None:
+    """Upload mode: Bitrix24 gave an upload URL; a worker sends the file there."""
+    from telephony import tasks
+
+    recording = CallRecording.objects.filter(attach_command=command).first()
+    if recording is None:
+        return
+    result = command.result if isinstance(command.result, dict) else {}
+    if command.state != DONE or not result.get("uploadUrl"):
+        recording.state = CallRecording.State.FAILED
+        recording.error = f"{command.error_code} {command.error_description}"[:2000]
+        recording.save()
+        return
+    url, field = str(result["uploadUrl"]), str(result.get("fieldName") or "file")
+    transaction.on_commit(
+        lambda: tasks.upload_recording.delay(recording.pk, url, field), robust=True
+    )

@@ -1,0 +1,113 @@
+"""Celery tasks of telephony. Queues: `calls` for call events and originates (latency),
+`recordings` for downloads and uploads (bulk), so a slow recording never delays a card."""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from bitrixapp import rest
+from telephony import engine, pipeline, providers
+from telephony.engine import CallState
+from telephony.models import Call, CallRecording, PbxEvent
+from telephony.providers.base import ProviderError
+
+log = logging.getLogger(__name__)
+
+# Mango's record/added may come before the file can be downloaded: retry with backoff from
+# 30 s up to an hour between tries, for about 24 hours in all.
+DOWNLOAD_RETRIES = 30
+STUCK_EVENT_AGE = timedelta(seconds=60)
+
+
+@shared_task(ignore_result=True)
+def process_pbx_event(event_id: int) -> None:
+    pipeline.process(event_id)
+
+
+@shared_task(ignore_result=True)
+def originate(call_id: int, extension: str) -> None:
+    """Ask the PBX to start a click-to-call or callback; a refusal finishes the CRM's call."""
+    call = Call.objects.select_related("connection").get(pk=call_id)
+    connection = call.connection
+    number = "".join(ch for ch in (call.client_number_e164 or call.client_number) if ch.isdigit())
+    line = connection.lines.filter(line_number=call.line_number).values_list("number", flat=True)
+    try:
+        providers.get(connection.provider).originate(
+            connection, extension, number, call.command_id, line_number=line.first() or ""
+        )
+    except ProviderError as exc:
+        connection.record_error(f"originate failed: {exc}")
+        with transaction.atomic():
+            locked = Call.objects.select_for_update().get(pk=call_id)
+            state, intents = engine.originate_failed(CallState.from_json(locked.state), str(exc))
+            locked.last_error = f"originate failed: {exc}"[:2000]
+            pipeline.emit(locked, intents)
+            pipeline.save_state(locked, state)
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=DOWNLOAD_RETRIES)
+def download_recording(self, recording_id: int) -> None:
+    recording = CallRecording.objects.select_related("call__connection").get(pk=recording_id)
+    if recording.state != CallRecording.State.PENDING:
+        return
+    connection = recording.call.connection
+    try:
+        file = providers.get(connection.provider).fetch_recording(
+            connection, recording.recording_id
+        )
+    except ProviderError as exc:
+        CallRecording.objects.filter(pk=recording_id).update(
+            attempts=F("attempts") + 1, error=str(exc)[:2000]
+        )
+        if self.request.retries >= DOWNLOAD_RETRIES:
+            CallRecording.objects.filter(pk=recording_id).update(state=CallRecording.State.FAILED)
+            return
+        delay = get_exponential_backoff_interval(30, self.request.retries, 3600, full_jitter=True)
+        raise self.retry(exc=exc, countdown=delay) from exc
+    _store_download(recording_id, file.filename, file.content)
+
+
+def _store_download(recording_id: int, filename: str, content: bytes) -> None:
+    with transaction.atomic():
+        recording = CallRecording.objects.select_for_update().get(pk=recording_id)
+        call = Call.objects.select_for_update().get(pk=recording.call_id)
+        if recording.state != CallRecording.State.PENDING:
+            return
+        recording.content, recording.size, recording.filename = content, len(content), filename
+        recording.state = CallRecording.State.DOWNLOADED
+        recording.error = ""
+        recording.save()
+        pipeline.attach(call, recording)
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=20)
+def upload_recording(self, recording_id: int, url: str, field: str) -> None:
+    recording = CallRecording.objects.get(pk=recording_id)
+    if recording.state != CallRecording.State.DOWNLOADED:
+        return
+    try:
+        rest.upload(url, field, recording.filename, bytes(recording.content))
+    except rest.UploadFailed as exc:
+        delay = get_exponential_backoff_interval(10, self.request.retries, 600, full_jitter=True)
+        raise self.retry(exc=exc, countdown=delay) from exc
+    CallRecording.objects.filter(pk=recording_id).update(
+        state=CallRecording.State.ATTACHED, attached_at=timezone.now(), content=None
+    )
+
+
+@shared_task(ignore_result=True)
+def sweep() -> int:
+    """Re-queue webhooks stored but never processed (a lost broker message, a crash)."""
+    stuck = list(
+        PbxEvent.objects.filter(
+            state=PbxEvent.State.RECEIVED, received_at__lt=timezone.now() - STUCK_EVENT_AGE
+        ).values_list("id", flat=True)[:1000]
+    )
+    for event_id in stuck:
+        process_pbx_event.delay(event_id)
+    return len(stuck)
