@@ -31,7 +31,14 @@ def register_line(line: PbxLine) -> B24Command:
     )
 
 
-def remove_line(connection: PbxConnection, line_number: str) -> B24Command:
+def remove_line(connection: PbxConnection, line_number: str) -> B24Command | None:
+    """Delete the Bitrix24 external line unless another mapping of the portal still uses it
+    (Bitrix24 lines belong to the portal, and two connections may share one)."""
+    still_used = PbxLine.objects.filter(
+        connection__portal_id=connection.portal_id, line_number=line_number
+    ).exists()
+    if still_used:
+        return None
     return outbox.enqueue(
         connection.portal,
         "telephony.externalLine.delete",

@@ -5,7 +5,7 @@ a malformed body with 400 naming the field), store the raw row once, answer, and
 processing after commit. No Bitrix24 call here.
 """
 
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote_plus
 
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
@@ -83,10 +83,19 @@ class PbxWebhookView(InboundEndpoint):
                     connection=connection,
                     path=webhook.path[:100],
                     dedupe_key=key,
-                    body=webhook.body.decode("utf-8", errors="replace"),
+                    body=_redacted(webhook.body.decode("utf-8", errors="replace"), connection),
                     events=[e.to_json() for e in events],
                 )
                 transaction.on_commit(lambda: tasks.process_pbx_event.delay(row.pk), robust=True)
         except IntegrityError:
             return JsonResponse({"status": "duplicate"})
         return JsonResponse({"status": "accepted", "event_id": row.pk})
+
+
+def _redacted(body: str, connection: PbxConnection) -> str:
+    """The body as kept for diagnosis, without the connection's secrets (Mango sends its
+    vpbx_api_key in every notification; secrets are never stored in plain text)."""
+    for value in connection.credentials.values():
+        if value and len(str(value)) >= 4:
+            body = body.replace(quote_plus(str(value)), "***").replace(str(value), "***")
+    return body

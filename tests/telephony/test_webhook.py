@@ -73,6 +73,12 @@ def test_oversized_body_is_413(pbx, settings):
     assert pbx.post("events/call", body()).status_code == 413
 
 
+def test_stored_body_keeps_no_credentials(pbx):
+    assert pbx.post("events/call", body()).status_code == 200
+    stored = PbxEvent.objects.get().body
+    assert API_KEY not in stored and "vpbx_api_key=***" in stored
+
+
 def test_unsupported_event_is_200_stored_and_ignored(pbx):
     response = pbx.post("events/dtmf", signed_body(API_KEY, API_SALT, fixture("dtmf")["json"]))
     assert response.status_code == 200

@@ -1,0 +1,70 @@
+"""replay_webhook posts fixtures, signed like Mango, to a running server (Django's live_server)."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from telephony.models import PbxConnection, PbxEvent
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mango"
+CALL = str(FIXTURES / "call__appeared_inbound.json")
+SUMMARY = str(FIXTURES / "summary__inbound_answered.json")
+
+
+@pytest.fixture
+def connection(live_server, settings, make_portal) -> PbxConnection:
+    settings.APP_BASE_URL = live_server.url  # so webhook_url points at the running server
+    portal, _ = make_portal()
+    return PbxConnection.objects.create(
+        portal=portal, name="Mango", provider="mango", credentials={"api_key": "k", "api_salt": "s"}
+    )
+
+
+def replay(*args: str) -> str:
+    out = io.StringIO()
+    call_command("replay_webhook", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_fixtures_are_posted_in_order_signed_and_stored(connection):
+    out = replay(
+        CALL, SUMMARY, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "s"
+    )
+    events = list(PbxEvent.objects.filter(connection=connection).order_by("pk"))
+    assert [e.path for e in events] == ["events/call", "events/summary"]
+    assert [e.events[0]["kind"] for e in events] == ["ringing", "summary"]
+    assert f"POST {connection.webhook_url}events/call: HTTP 200" in out
+    assert f"POST {connection.webhook_url}events/summary: HTTP 200" in out
+    assert json.loads(out.splitlines()[1]) == {"status": "accepted", "event_id": events[0].pk}
+
+    again = replay(CALL, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "s")
+    assert '"duplicate"' in again
+    assert PbxEvent.objects.filter(connection=connection).count() == 2
+
+
+def test_a_wrong_salt_is_refused_and_reported(connection):
+    with pytest.raises(CommandError, match="1 of 1 not accepted"):
+        replay(CALL, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "wrong")
+    assert not PbxEvent.objects.exists()
+    connection.refresh_from_db()
+    assert "sign does not match" in connection.last_error
+
+
+def test_unsigned_posts_are_refused_by_a_mango_connection(connection):
+    with pytest.raises(CommandError, match="not accepted"):
+        replay(CALL, "--url", connection.webhook_url)
+    assert not PbxEvent.objects.exists()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(CommandError, match="go together"):
+        replay(CALL, "--url", "http://127.0.0.1:9/", "--api-key", "k")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"path": "events/call"}')
+    with pytest.raises(CommandError, match="expected"):
+        replay(str(broken), "--url", "http://127.0.0.1:9/")
+    with pytest.raises(CommandError, match="cannot read"):
+        replay(str(tmp_path / "missing.json"), "--url", "http://127.0.0.1:9/")
