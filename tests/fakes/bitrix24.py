@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import copy
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.fakes.loopback import LoopbackFake, TrackingHandler
 
 __all__ = [
     "KNOWN_EVENTS",
@@ -1171,46 +1171,14 @@ def _strip_format(method: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeBitrix24) -> None:
-        super().__init__(("127.0.0.1", 0), _RequestHandler)
-        self.fake = fake
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-
-    def close_open_sockets(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like a real portal behind nginx
-    timeout = 60  # idle keep-alive connections are dropped after a minute
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.sockets_lock:
-            self.server.open_sockets.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.sockets_lock:
-            self.server.open_sockets.discard(self.connection)
-        super().finish()
+class _RequestHandler(TrackingHandler):
+    timeout = 60  # idle keep-alive connections are dropped after a minute, like a portal
 
     def do_GET(self) -> None:
         self.server.fake._serve(self)
 
     def do_POST(self) -> None:
         self.server.fake._serve(self)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output clean (no access log on stderr)."""
 
 
 _ROUTES: tuple[tuple[str, str], ...] = (
@@ -1233,8 +1201,11 @@ def _rest_method(path: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class FakeBitrix24:
+class FakeBitrix24(LoopbackFake):
     """Fake Bitrix24 cloud: OAuth server, portal REST API and recording-upload endpoint."""
+
+    handler_class = _RequestHandler
+    thread_name = "fake-bitrix24"
 
     def __init__(self, client_id: str = "app.123", client_secret: str = "s3cret") -> None:
         self.client_id = client_id
@@ -1251,45 +1222,10 @@ class FakeBitrix24:
         self._retired_access: dict[str, str] = {}
         self._outage: str | None = None
         self._lock = threading.RLock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # Lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeBitrix24:
-        if self._server is None:
-            self._server = _Server(self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-bitrix24",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.close_open_sockets()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeBitrix24:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def domain(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeBitrix24 is not started")
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:

@@ -11,18 +11,18 @@ Stdlib only: it must be importable without Django settings.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import secrets
-import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from tests.fakes.loopback import LoopbackFake, TrackingHandler
 
 __all__ = ["FakeMango", "FakeRequest", "fixture", "signed_body"]
 
@@ -66,46 +66,14 @@ class FakeRequest:
     status: int = 0  # what the fake answered
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, fake: FakeMango) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.fake = fake
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-
-    def close_open_sockets(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackingHandler):
     timeout = 30
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.sockets_lock:
-            self.server.open_sockets.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.sockets_lock:
-            self.server.open_sockets.discard(self.connection)
-        super().finish()
 
     def do_GET(self) -> None:
         self.server.fake._serve(self, "GET")
 
     def do_POST(self) -> None:
         self.server.fake._serve(self, "POST")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log on stderr."""
 
 
 @dataclass
@@ -120,7 +88,7 @@ def _json(status: int, payload: Any) -> _Answer:
     return _Answer(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"))
 
 
-class FakeMango:
+class FakeMango(LoopbackFake):
     """Fake `https://app.mango-office.ru/vpbx/` plus its one-time file links.
 
     Knobs: `callback_result` (result code of commands/callback, default 1000),
@@ -130,12 +98,13 @@ class FakeMango:
     `recording_requests` (Counter of queries/recording/post per recording id).
     """
 
+    handler_class = _Handler
+    thread_name = "fake-mango"
+
     def __init__(self, api_key: str = "mango-key", api_salt: str = "mango-salt") -> None:
         self.api_key = api_key
         self.api_salt = api_salt
         self._lock = threading.RLock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -149,42 +118,9 @@ class FakeMango:
             self.recording_requests: Counter[str] = Counter()
             self._links: dict[str, str] = {}  # one-time token → recording id
 
-    # Lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeMango:
-        if self._server is None:
-            self._server = _Server(self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-mango",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.close_open_sockets()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeMango:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeMango is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def api_url(self) -> str:
