@@ -10,13 +10,14 @@ import base64
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from bitrixapp import outbox
-from bitrixapp.models import B24Command
+from bitrixapp.models import B24Command, Portal
 from bitrixapp.phones import to_e164
 from telephony import engine, providers
 from telephony.engine import CallState, Policy
@@ -69,8 +70,10 @@ def process(event_id: int) -> None:
             return
         events = [CallEvent.from_json(e) for e in row.events]
         relevant = [e for e in events if e.kind is not Kind.UNKNOWN and e.call_key]
-        if not row.connection.portal.can_send:
-            _close(row, PbxEvent.State.IGNORED, "portal is not active")
+        if row.connection.portal.status == Portal.Status.UNINSTALLED:
+            # A portal that needs re-auth still gets its calls: the outbox holds the
+            # commands until access comes back. An uninstalled one gets nothing.
+            _close(row, PbxEvent.State.IGNORED, "portal uninstalled the app")
             return
         for event in relevant:
             row.call = apply_event(row.connection, event)
@@ -145,9 +148,7 @@ def _phase(state: CallState) -> str:
     return "answered" if state.answered_user else "ringing"
 
 
-def _aware(ts: float):
-    from datetime import UTC, datetime
-
+def _aware(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 

@@ -13,6 +13,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 
 from bitrixapp.http import ApiError, InboundEndpoint, gone, not_found
+from bitrixapp.models import Portal
 from telephony import providers
 from telephony.models import PbxConnection, PbxEvent
 from telephony.providers.base import Webhook, WebhookRejected
@@ -57,7 +58,7 @@ class PbxWebhookView(InboundEndpoint):
         )
         if connection is None or not connection.is_active:
             raise not_found("no active PBX connection has this webhook URL")
-        if not connection.portal.can_send and connection.portal.status == "uninstalled":
+        if connection.portal.status == Portal.Status.UNINSTALLED:
             raise gone("the portal of this connection has uninstalled the app")
         return connection
 
