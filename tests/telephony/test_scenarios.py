@@ -234,9 +234,8 @@ def test_l_only_mapped_lines(pbx):
 
 
 def test_calls_during_needs_reauth_are_kept_and_sent_after_revival(pbx):
-    from bitrixapp.models import Portal
-
     from bitrixapp import outbox
+    from bitrixapp.models import Portal
     from telephony import tasks
     from telephony.models import PbxEvent
 
