@@ -249,3 +249,26 @@ def test_calls_during_needs_reauth_are_kept_and_sent_after_revival(pbx):
     Portal.objects.filter(pk=pbx.portal.pk).update(status=Portal.Status.ACTIVE)
     pbx.settle()
     assert pbx.methods() == ["register", "finish"]
+
+
+def test_several_pbx_connections_per_portal_each_with_its_own_mappings(pbx):
+    from telephony.models import PbxConnection, PbxExtension
+    from tests.telephony.conftest import API_KEY, API_SALT
+
+    pbx.remote.add_user(21, NAME="SPb", UF_PHONE_INNER="201")
+    spb = PbxConnection.objects.create(
+        portal=pbx.portal,
+        name="St Petersburg",
+        provider="mango",
+        api_url=pbx.mango.api_url,
+        credentials={"api_key": API_KEY, "api_salt": API_SALT},
+        default_user_id=1,
+    )
+    PbxExtension.objects.create(connection=spb, extension="101", user_id=21)
+    assert spb.webhook_url != pbx.connection.webhook_url
+    pbx.play(APPEARED, entry="moscow")
+    moscow_connection, pbx.connection = pbx.connection, spb
+    pbx.play(APPEARED, entry="spb")
+    users = [p["USER_ID"] for m, p in pbx.calls() if m == "register"]
+    assert users == [11, 21]  # the same extension, a different person on each PBX
+    assert {c.connection_id for c in Call.objects.all()} == {moscow_connection.pk, spb.pk}
