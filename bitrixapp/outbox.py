@@ -21,7 +21,8 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from bitrixapp import ratelimit, rest
@@ -204,15 +205,16 @@ def claim(portal: Portal, limit: int | None = None) -> list[B24Command]:
         rows = _fail_orphans(rows)
         picked = _pick(rows, _open_ids_by_owner(portal, rows), set(portal.active_pauses()), limit)
         B24Command.objects.filter(pk__in=[c.pk for c in picked]).update(
-            state=State.SENDING, lease_until=now + LEASE, attempts=F("attempts") + 1, sent_at=now
+            state=State.SENDING,
+            lease_until=now + LEASE,
+            attempts=F("attempts") + 1,
+            sent_at=now,
+            first_sent_at=Coalesce(F("first_sent_at"), Value(now)),
         )
         for command in picked:
             command.state, command.attempts = State.SENDING, command.attempts + 1
             command.sent_at, command.lease_until = now, now + LEASE
             command.first_sent_at = command.first_sent_at or now
-        B24Command.objects.filter(pk__in=[c.pk for c in picked], first_sent_at=None).update(
-            first_sent_at=now
-        )
     return picked
 
 
