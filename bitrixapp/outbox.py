@@ -21,7 +21,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Value
+from django.db.models import Exists, F, OuterRef, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -37,8 +37,7 @@ BATCH_LIMIT = 50  # Bitrix24's own maximum per batch
 SOLO_METHODS = {"batch"}  # never inside a batch (nested batch is refused)
 SOLO_PARAM_CHARS = 100_000  # big payloads (recordings) go alone: a batch must finish in 60 s
 LEASE = timedelta(seconds=180)  # a claimed row returns to the queue if its worker dies
-INLINE_WAIT_S = 5.0  # wait for a bucket slot inside the task up to this long; else reschedule
-DISPATCH_SLICE_S = 50.0  # one task serves a portal this long, then hands over to a new task
+DISPATCH_SLICE_S = 2.0  # one task serves a portal this long, then queues its continuation
 
 ResultHandler = Callable[[B24Command], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
@@ -116,11 +115,14 @@ def _kick_quietly(portal_id: int) -> None:
         log.exception("could not queue the dispatcher for portal %s; the sweeper will", portal_id)
 
 
-def kick(portal_id: int, countdown: float = 0) -> None:
-    """Make sure a dispatcher task for the portal is queued (one queued task is enough)."""
+def kick(portal_id: int, countdown: float = 0, force: bool = False) -> None:
+    """Make sure a dispatcher task for the portal is queued (one queued task is enough);
+    `force` queues one even if another seems to be on its way (the sweeper's safety net)."""
+    if force:
+        cache.delete(_kick_key(portal_id))
     if countdown > 0:
         _wake_later(portal_id, countdown)
-    elif cache.add(f"b24:kick:{portal_id}", 1, timeout=10):
+    elif cache.add(_kick_key(portal_id), 1, timeout=10):
         current_app.send_task("bitrixapp.tasks.dispatch_portal", args=[portal_id])
 
 
@@ -140,24 +142,46 @@ def _wake_later(portal_id: int, countdown: float) -> None:
 
 
 def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
-    """Send this portal's ready commands until none are left or the time slice is used."""
-    cache.delete(f"b24:kick:{portal_id}")
+    """Send this portal's ready commands for one short slice of a worker's time.
+
+    It never sleeps in the worker: with the bucket empty it schedules a timed run and returns,
+    and after a slice it queues its continuation behind the other tasks, so call events on a
+    shared worker never wait long behind it. While it runs, the kick flag stays set: new
+    commands do not start a second dispatcher, this loop picks them up.
+    """
+    # Outlives one slice; a dispatcher killed mid-run blocks kicks only this long.
+    cache.set(_kick_key(portal_id), 1, timeout=int(slice_s) + 5)
     deadline = time.monotonic() + slice_s
-    while time.monotonic() < deadline:
+    portal = None
+    while True:
         portal = Portal.objects.filter(pk=portal_id).first()
         if portal is None or not portal.can_send or not _has_ready(portal):
-            _schedule_wakeup(portal)
+            break
+        if time.monotonic() >= deadline:
+            cache.delete(_kick_key(portal_id))
+            kick(portal_id)  # more to send: continue after what is queued meanwhile
             return
-        wait = ratelimit.acquire(portal.member_id, portal.plan, INLINE_WAIT_S)
+        wait = ratelimit.acquire(portal.member_id, portal.plan, max_wait_s=0)
         if wait:
-            kick(portal_id, countdown=wait)
+            kick(portal_id, countdown=wait)  # the timed run takes over (the flag stays set)
             return
         commands = claim(portal)
-        if not commands:  # all ready rows wait behind an earlier one of their owner
-            _schedule_wakeup(portal)
-            return
+        if not commands:  # every ready row waits behind an earlier one of its owner
+            break
         send(portal, commands)
-    kick(portal_id)
+    _end_run(portal_id, portal)
+
+
+def _end_run(portal_id: int, portal: Portal | None) -> None:
+    cache.delete(_kick_key(portal_id))
+    # A command committed after our last look saw the flag still set and was not kicked.
+    if portal is not None and portal.can_send and _claimable(portal).exists():
+        kick(portal_id)
+    _schedule_wakeup(portal)
+
+
+def _kick_key(portal_id: int) -> str:
+    return f"b24:kick:{portal_id}"
 
 
 def _has_ready(portal: Portal) -> bool:
@@ -166,22 +190,31 @@ def _has_ready(portal: Portal) -> bool:
     ).exists()
 
 
-def _schedule_wakeup(portal: Portal | None) -> None:
-    """Commands waiting on a backoff or a method pause get a timed dispatcher run, at the
-    time the first of them that heads its owner's lane may go."""
-    if portal is None or not portal.can_send:
-        return
-    blocked = B24Command.objects.filter(
+def _unblocked(portal: Portal) -> QuerySet[B24Command]:
+    """Pending rows that head their owner's lane (nothing earlier of the owner still open)."""
+    earlier_open = B24Command.objects.filter(
         portal=portal,
         owner_key=OuterRef("owner_key"),
         id__lt=OuterRef("id"),
         state__in=B24Command.OPEN_STATES,
     ).exclude(owner_key="")
+    return B24Command.objects.filter(portal=portal, state=State.PENDING).filter(
+        ~Exists(earlier_open)
+    )
+
+
+def _claimable(portal: Portal) -> QuerySet[B24Command]:
+    return _unblocked(portal).filter(next_attempt_at__lte=timezone.now())
+
+
+def _schedule_wakeup(portal: Portal | None) -> None:
+    """Commands waiting on a backoff or a method pause get a timed dispatcher run, at the
+    time the first of them that heads its owner's lane may go."""
+    if portal is None or not portal.can_send:
+        return
     nxt = (
-        B24Command.objects.filter(
-            portal=portal, state=State.PENDING, next_attempt_at__gt=timezone.now()
-        )
-        .filter(~Exists(blocked))
+        _unblocked(portal)
+        .filter(next_attempt_at__gt=timezone.now())
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()

@@ -31,7 +31,7 @@ def sweep() -> dict[str, int]:
     released = outbox.release_expired_leases()
     portals = outbox.portals_with_ready_commands()
     for portal_id in portals:
-        outbox.kick(portal_id)
+        outbox.kick(portal_id, force=True)
     stuck = list(
         BitrixEvent.objects.filter(
             state=BitrixEvent.State.RECEIVED, received_at__lt=timezone.now() - STUCK_EVENT_AGE

@@ -77,16 +77,20 @@ def make_portal(fake: FakeBitrix24) -> Callable[..., tuple[Portal, FakePortal]]:
     return make
 
 
-def drain(portal: Portal, rounds: int = 50) -> None:
-    """Run the dispatcher in this process until the portal has nothing ready to send."""
-    for _ in range(rounds):
-        outbox.dispatch(portal.pk, slice_s=30)
+def drain(portal: Portal, timeout: float = 30.0) -> None:
+    """Run the dispatcher in this process until the portal has nothing ready to send.
+
+    The dispatcher does not wait for bucket slots itself (a worker gets a timed run for
+    that); here the pause between runs stands in for those timed runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outbox.dispatch(portal.pk)
         ready = B24Command.objects.filter(
-            portal_id=portal.pk,
-            state=B24Command.State.PENDING,
+            portal_id=portal.pk, state=B24Command.State.PENDING,
         ).exclude(next_attempt_at__gt=_now())
         if not ready.exists():
             return
+        time.sleep(0.05)
     raise AssertionError("dispatcher did not drain the outbox")
 
 

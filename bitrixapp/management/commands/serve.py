@@ -1,4 +1,4 @@
-"""`make run`: migrate, print the URLs to enter in Bitrix24, run web + worker + beat.
+"""`make run`: migrate, print the URLs to enter in Bitrix24, run web, workers and beat.
 
 honcho supervises the three processes: their output is interleaved with a name prefix, and
 Ctrl-C (or one of them dying) stops all of them.
@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from honcho.manager import Manager
 
-QUEUES = "bitrix,calls,sms,recordings,default"
+WORK_QUEUES = "calls,recordings,sms,default"
+DISPATCH_QUEUE = "bitrix"
 
 
 class Command(BaseCommand):
@@ -28,13 +29,17 @@ class Command(BaseCommand):
 
     def _processes(self) -> dict[str, str]:
         py = sys.executable
-        # Embedded mode: one worker process, because its rate limiter lives in that process.
-        pool = "--pool=solo" if settings.EMBEDDED else "--concurrency=4"
+        # Embedded mode: solo pools, and the rate limiter lives in the one dispatcher process.
+        pool = "--pool=solo" if settings.EMBEDDED else "--concurrency=2"
+        celery = f"{py} -m celery -A bitrixapp"
         return {
             "web": f"{py} -m gunicorn bitrixapp.wsgi --bind {settings.HOST}:{settings.PORT} "
             "--workers 2 --access-logfile -",
-            "worker": f"{py} -m celery -A bitrixapp worker -Q {QUEUES} {pool} --loglevel INFO",
-            "beat": f"{py} -m celery -A bitrixapp beat --loglevel INFO",
+            # Call events, recordings and the like never queue behind Bitrix24 dispatch.
+            "worker": f"{celery} worker -n worker@%h -Q {WORK_QUEUES} {pool} --loglevel INFO",
+            "dispatcher": f"{celery} worker -n dispatcher@%h -Q {DISPATCH_QUEUE} {pool} "
+            "--loglevel INFO",
+            "beat": f"{celery} beat --loglevel INFO",
         }
 
     def _print_urls(self) -> None:
