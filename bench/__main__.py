@@ -18,6 +18,9 @@ BENCHMARKS = {
     "drain": "bench.drain",
     "latency": "bench.latency",
     "events": "bench.events",
+    "webhook_ack": "bench.webhook_ack",
+    "hook_to_register": "bench.hook_to_register",
+    "backfill": "bench.backfill",
 }
 
 

@@ -2,7 +2,8 @@
 
 Setup: one standard-plan portal (Bitrix24 leaky bucket 2 req/s drain, 50 burst) on the live
 fake with `enforce_rate_limit = True`, so a request over the bucket gets 503
-QUERY_LIMIT_EXCEEDED exactly like Bitrix24. Two `celery worker` processes with concurrency 1.
+QUERY_LIMIT_EXCEEDED exactly like Bitrix24. Two `celery worker` processes: a worker on
+calls,recordings,sms,default and a dispatcher on bitrix, concurrency 1 each (as in compose).
 
 Method: 1,000 `outbox.enqueue(portal, "profile", {"n": i}, owner_key=f"o{i % 100}")` in one
 `transaction.atomic()` (100 ordered owners of 10 commands each; the on-commit kick queues one
@@ -25,7 +26,7 @@ from django.db.models import Count
 
 from bench.env import reset_state
 from bench.portals import connected_portal, fake_bitrix24
-from bench.procs import celery_workers
+from bench.procs import LAYOUT, celery_workers
 from bench.report import BenchResult
 from bitrixapp import outbox
 from bitrixapp.models import B24Command, Portal
@@ -112,7 +113,7 @@ def _result(drained: Drained, log: FakeLog) -> BenchResult:
     result.add("one request per command would need", f"~{one_by_one / 60:.1f} min")
     result.notes += [
         f"{COMMANDS} `profile` commands over {OWNERS} owner keys, enqueued in one transaction; "
-        f"{WORKERS} `celery worker` processes (concurrency 1); fake enforcing the standard "
+        f"{WORKERS} `celery worker` processes ({LAYOUT}); fake enforcing the standard "
         f"bucket ({BUCKET_DRAIN:.0f} req/s, burst {BUCKET_SIZE}).",
         f"Clock starts before COMMIT; COMMIT + the on-commit kick took "
         f"{drained.commit_s * 1000:.0f} ms. Finish = first 50 ms DB poll seeing all rows `done`.",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+import tests.portals
 from bitrixapp.models import Portal
 from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
 
@@ -25,19 +26,8 @@ def fake_bitrix24() -> Iterator[FakeBitrix24]:
 def connected_portal(
     fake: FakeBitrix24, member_id: str, plan: str = "standard"
 ) -> tuple[Portal, FakePortal]:
-    """A portal known to the fake with our row's tokens matching (like tests' make_portal)."""
-    remote = fake.add_portal(member_id=member_id, domain=f"{member_id}.bitrix24.ru", plan=plan)
-    portal = Portal.objects.create(
-        member_id=remote.member_id,
-        domain=remote.domain,
-        client_endpoint=remote.client_endpoint,
-        access_token=remote.access_token,
-        refresh_token=remote.refresh_token,
-        application_token=remote.application_token,
-        events_bound_version=settings.APP_VERSION,
-        detected_plan=plan,
-    )
-    return portal, remote
+    """A portal known to the fake with our row's tokens matching (the tests' helper)."""
+    return tests.portals.connected_portal(fake, member_id, plan, detected_plan=plan)
 
 
 def installed_portal(member_id: str, application_token: str) -> Portal:

@@ -19,6 +19,9 @@ from types import TracebackType
 from bench.env import RESULTS_DIR, ROOT, subprocess_env
 
 QUEUES = "bitrix,calls,sms,recordings,default"
+WORK_QUEUES = "calls,recordings,sms,default"  # the production `worker` service
+DISPATCH_QUEUES = "bitrix"  # the production `dispatcher` service
+LAYOUT = "one worker on calls,recordings,sms,default and one dispatcher on bitrix (as in compose)"
 
 
 def wait_until(
@@ -80,9 +83,11 @@ class _Process:
 
 
 class CeleryWorker(_Process):
-    """`celery -A bitrixapp worker` on every queue, at WARNING so logging costs nothing."""
+    """`celery -A bitrixapp worker` on the given queues, at WARNING so logging costs nothing."""
 
-    def __init__(self, name: str, oauth_url: str, concurrency: int = 1) -> None:
+    def __init__(
+        self, name: str, oauth_url: str, concurrency: int = 1, queues: str = QUEUES
+    ) -> None:
         self.nodename = f"{name}@bench"
         argv = [
             sys.executable,
@@ -92,7 +97,7 @@ class CeleryWorker(_Process):
             "bitrixapp",
             "worker",
             "-Q",
-            QUEUES,
+            queues,
             "-n",
             self.nodename,
             "--concurrency",
@@ -116,11 +121,14 @@ class CeleryWorker(_Process):
 def celery_workers(
     oauth_url: str, count: int, concurrency: int = 1
 ) -> Iterator[list[CeleryWorker]]:
-    """Start `count` worker processes in parallel and wait until every one answers a ping."""
+    """Start `count` worker processes and wait until every one answers a ping. Like the
+    production layout (docker/compose.yaml): with two or more, the first serves the work
+    queues (call events...) and the rest are dispatchers (queue `bitrix`); one alone serves all."""
+    roles = [QUEUES] if count == 1 else [WORK_QUEUES] + [DISPATCH_QUEUES] * (count - 1)
     workers: list[CeleryWorker] = []
     try:
-        for i in range(count):
-            workers.append(CeleryWorker(f"w{i + 1}", oauth_url, concurrency))
+        for i, queues in enumerate(roles):
+            workers.append(CeleryWorker(f"w{i + 1}", oauth_url, concurrency, queues))
         for worker in workers:
             wait_until(worker.answers_ping, timeout=60, what=f"{worker.nodename} ready")
         yield workers

@@ -14,6 +14,7 @@ from django.conf import settings
 from bitrixapp import outbox
 from bitrixapp.models import B24Command, Portal
 from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
+from tests.portals import connected_portal
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = "bitrix,calls,sms,recordings,default"
@@ -60,19 +61,7 @@ def make_portal(fake: FakeBitrix24) -> Callable[..., tuple[Portal, FakePortal]]:
     """A portal installed in our database and known to the fake, with matching tokens."""
 
     def make(plan: str = "standard", **fields: object) -> tuple[Portal, FakePortal]:
-        n = next(_portal_seq)
-        remote = fake.add_portal(member_id=f"member{n}", domain=f"portal{n}.bitrix24.ru", plan=plan)
-        portal = Portal.objects.create(
-            member_id=remote.member_id,
-            domain=remote.domain,
-            client_endpoint=remote.client_endpoint,
-            access_token=remote.access_token,
-            refresh_token=remote.refresh_token,
-            application_token=remote.application_token,
-            events_bound_version=settings.APP_VERSION,
-            **fields,
-        )
-        return portal, remote
+        return connected_portal(fake, f"member{next(_portal_seq)}", plan, **fields)
 
     return make
 
@@ -86,7 +75,8 @@ def drain(portal: Portal, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         outbox.dispatch(portal.pk)
         ready = B24Command.objects.filter(
-            portal_id=portal.pk, state=B24Command.State.PENDING,
+            portal_id=portal.pk,
+            state=B24Command.State.PENDING,
         ).exclude(next_attempt_at__gt=_now())
         if not ready.exists():
             return

@@ -48,6 +48,23 @@ def signed_body(api_key: str, salt: str, payload: dict[str, Any] | str, path: st
     return urlencode({"vpbx_api_key": api_key, "sign": digest, "json": text}).encode("ascii")
 
 
+FIXTURE_EPOCH = 1718600000  # the fixtures' calls start at about this time
+TIME_FIELDS = {"timestamp", "create_time", "forward_time", "talk_time", "end_time"}
+
+
+def shift_times(node: Any, delta: float) -> Any:
+    """Move every epoch field of a payload by `delta` seconds, in place (Mango sends epochs as
+    numbers or as strings). Live calls need current times: the engine treats old ones as late."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in TIME_FIELDS and str(value).isdigit() and int(value) > FIXTURE_EPOCH // 2:
+                shifted = int(int(value) + delta)
+                node[key] = shifted if isinstance(value, int) else str(shifted)
+            else:
+                shift_times(value, delta)
+    return node
+
+
 def fixture(name: str) -> dict[str, Any]:
     """tests/fixtures/mango/<name>.json: {"path": "events/call", "json": {...}}."""
     return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))

@@ -13,11 +13,9 @@ from telephony import tasks
 from telephony.models import CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
 from tests.conftest import drain
 from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
-from tests.fakes.mango import FakeMango, fixture, signed_body
+from tests.fakes.mango import FIXTURE_EPOCH, FakeMango, fixture, shift_times, signed_body
 
 API_KEY, API_SALT = "mango-key", "mango-salt"
-FIXTURE_EPOCH = 1718600000  # fixtures' clock; shifted to "now" so that calls are live
-TIME_FIELDS = {"timestamp", "create_time", "forward_time", "talk_time", "end_time"}
 LINE = "74951234567"
 CLIENT_E164 = "+79161234567"
 TELEPHONY = "telephony."
@@ -50,7 +48,7 @@ class Pbx:
     def deliver(self, name: str, entry: str = "E1", live: bool = True, **patch: Any) -> Any:
         """POST a fixture (dotted keys patch it, e.g. **{"to.extension": "102"}) as Mango would."""
         data = fixture(name)
-        payload = _shift(copy.deepcopy(data["json"]), self.shift if live else 0.0)
+        payload = shift_times(copy.deepcopy(data["json"]), self.shift if live else 0.0)
         if "entry_id" in payload:
             payload["entry_id"] = entry
         for dotted, value in patch.items():
@@ -110,17 +108,6 @@ def _typed(params: dict) -> dict:
 
 
 NUMERIC = {"USER_ID", "TYPE", "SHOW", "CRM_CREATE", "DURATION"}
-
-
-def _shift(node: Any, delta: float) -> Any:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in TIME_FIELDS and str(value).isdigit() and int(value) > FIXTURE_EPOCH // 2:
-                shifted = int(int(value) + delta)  # Mango sends epochs as numbers or strings
-                node[key] = shifted if isinstance(value, int) else str(shifted)
-            else:
-                _shift(value, delta)
-    return node
 
 
 def _set(node: dict, path: list[str], value: Any) -> None:

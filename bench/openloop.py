@@ -1,0 +1,162 @@
+"""A fixed-rate (open-loop) HTTP load generator: request i is due at start + i / rate.
+
+wrk is closed-loop (a connection sends its next request only when the previous answer came
+back) and wrk2 is not available, so a slow server would simply be sent less: coordinated
+omission. Here a pool of threads, each with its own http.client connection, takes the
+requests in order; a thread sleeps until the request's scheduled time, sends it and reads the
+answer. Latency is measured from the *scheduled* time, so when every connection is busy the
+time a request waited for a free one counts too. Bodies are given up front (each request may
+have its own, e.g. signed webhooks that must not be duplicates).
+"""
+
+import http.client
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "X-Forwarded-Proto": "https",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    body: bytes
+
+
+@dataclass
+class Sample:
+    scheduled: float  # time.monotonic() the request was due
+    sent: float  # when it actually went out
+    done: float  # when its answer was read (or the error happened)
+    status: int  # HTTP status; 0 on a socket error or timeout
+
+    @property
+    def latency_ms(self) -> float:
+        """Scheduled time -> answer read (what a client sending at the rate would see)."""
+        return (self.done - self.scheduled) * 1000
+
+    @property
+    def service_ms(self) -> float:
+        """Actual send -> answer read (what a closed-loop tool would report)."""
+        return (self.done - self.sent) * 1000
+
+
+@dataclass
+class OpenLoopResult:
+    rate: float
+    connections: int
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        if not self.samples:
+            return 0.0
+        return max(s.done for s in self.samples) - min(s.scheduled for s in self.samples)
+
+    @property
+    def achieved_rps(self) -> float:
+        duration = self.duration_s
+        return len(self.samples) / duration if duration else 0.0
+
+    @property
+    def statuses(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for sample in self.samples:
+            counts[sample.status] = counts.get(sample.status, 0) + 1
+        return counts
+
+    @property
+    def non_200(self) -> int:
+        return sum(1 for s in self.samples if s.status != 200)
+
+    def latency(self, q: float) -> float:
+        return percentile([s.latency_ms for s in self.samples], q)
+
+    def service(self, q: float) -> float:
+        return percentile([s.service_ms for s in self.samples], q)
+
+    @property
+    def max_send_lag_ms(self) -> float:
+        """The longest a request went out after its scheduled time (generator or pool lag)."""
+        return max(((s.sent - s.scheduled) * 1000 for s in self.samples), default=0.0)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); q=1 is the maximum."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class _Schedule:
+    """Hands out request indices in order to the sender threads."""
+
+    def __init__(self, count: int) -> None:
+        self._next = 0
+        self._count = count
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        with self._lock:
+            if self._next >= self._count:
+                return None
+            index, self._next = self._next, self._next + 1
+            return index
+
+
+def run_open_loop(
+    base_url: str, requests: Sequence[Request], rate: float, connections: int
+) -> OpenLoopResult:
+    """Send `requests` at `rate` per second over up to `connections` connections."""
+    netloc = urlsplit(base_url).netloc
+    schedule = _Schedule(len(requests))
+    start = time.monotonic() + 0.2  # let every thread start first
+    per_thread: list[list[Sample]] = [[] for _ in range(connections)]
+    threads = [
+        threading.Thread(
+            target=_sender,
+            args=(netloc, requests, schedule, start, rate, per_thread[i]),
+            daemon=True,
+        )
+        for i in range(connections)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    samples = sorted((s for per in per_thread for s in per), key=lambda s: s.scheduled)
+    return OpenLoopResult(rate, connections, samples)
+
+
+def _sender(
+    netloc: str,
+    requests: Sequence[Request],
+    schedule: _Schedule,
+    start: float,
+    rate: float,
+    out: list[Sample],
+) -> None:
+    conn = http.client.HTTPConnection(netloc, timeout=10)
+    while (index := schedule.take()) is not None:
+        scheduled = start + index / rate
+        pause = scheduled - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        request = requests[index]
+        sent = time.monotonic()
+        try:
+            conn.request("POST", request.path, request.body, HEADERS)
+            reply = conn.getresponse()
+            reply.read()
+            status = reply.status
+        except (OSError, http.client.HTTPException):
+            conn.close()  # the next request opens a fresh connection
+            status = 0
+        out.append(Sample(scheduled, sent, time.monotonic(), status))
+    conn.close()
