@@ -8,16 +8,21 @@ always kept beside the result.
 import phonenumbers
 
 
+def digits(text: str) -> str:
+    """Only the digits: how numbers are compared across PBX and Bitrix24 spellings."""
+    return "".join(ch for ch in text or "" if ch.isdigit())
+
+
 def to_e164(raw: str, region: str = "RU") -> str | None:
     """`+79161234567` for anything that is a valid number, else None."""
     text = (raw or "").strip()
     if not text or text.lower().startswith("sip:"):
         return None
-    digits = "".join(ch for ch in text if ch.isdigit())
+    only_digits = digits(text)
     candidates = [text]
-    if not text.startswith("+") and len(digits) >= 11:
+    if not text.startswith("+") and len(only_digits) >= 11:
         # Russian PBXs send international numbers without "+" (79161234567).
-        candidates.insert(0, "+" + digits)
+        candidates.insert(0, "+" + only_digits)
     for candidate in candidates:
         try:
             number = phonenumbers.parse(candidate, region)

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from bitrixapp.events import event_handler
 from bitrixapp.models import BitrixEvent, Portal
-from bitrixapp.phones import to_e164
+from bitrixapp.phones import digits, to_e164
 from telephony import engine, pipeline
 from telephony.engine import CallState
 from telephony.models import Call, PbxConnection, PbxExtension
@@ -20,11 +20,11 @@ class NoRoute(Exception):
 def connection_for_line(portal: Portal, line_number: str) -> PbxConnection | None:
     """The connection owning the line Bitrix24 chose, else the portal's first active one."""
     active = PbxConnection.objects.filter(portal=portal, is_active=True).order_by("id")
-    digits = "".join(ch for ch in line_number if ch.isdigit())
+    wanted = digits(line_number)
     for connection in active:
         for line in connection.lines.all():
             if line_number in (line.line_number, line.number) or (
-                digits and digits == "".join(ch for ch in line.number if ch.isdigit())
+                wanted and wanted == digits(line.number)
             ):
                 return connection
     return active.first()

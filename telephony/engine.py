@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bitrixapp.phones import digits
 from telephony.providers.base import CallEvent, Direction, Kind
 
 # A call processed this long after it happened gets no cards (they would pop up stale).
@@ -54,7 +55,7 @@ class Policy:
         return self.users.get(extension, self.default_user)
 
     def line_of(self, number: str) -> str:
-        return self.lines.get(_digits(number), number) if number else ""
+        return self.lines.get(digits(number), number) if number else ""
 
 
 @dataclass
@@ -231,7 +232,7 @@ def _learn(state: CallState, event: CallEvent, policy: Policy, now: float) -> No
         state.client_number = event.client_number
     if event.line_number and not state.line_number:
         state.line_number = policy.line_of(event.line_number)
-        state.line_mapped = _digits(event.line_number) in policy.lines
+        state.line_mapped = digits(event.line_number) in policy.lines
     first_time = event.started_at or event.at
     if first_time and (state.started_at is None or first_time < state.started_at):
         state.started_at = first_time
@@ -444,10 +445,6 @@ def _status(answered: bool, talk: int, event: CallEvent, policy: Policy) -> str:
 
 def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat() if ts else ""
-
-
-def _digits(number: str) -> str:
-    return "".join(ch for ch in number if ch.isdigit())
 
 
 def _unique(values: Any) -> list:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from bitrixapp import outbox
 from bitrixapp.models import B24Command, Portal
-from bitrixapp.phones import to_e164
+from bitrixapp.phones import digits, to_e164
 from telephony import engine, providers
 from telephony.engine import CallState, Policy
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent
@@ -42,16 +42,12 @@ def policy_of(connection: PbxConnection) -> Policy:
         crm_create=connection.crm_create,
         min_talk_s=connection.missed_call_min_duration_s,
         users={e.extension: e.user_id for e in connection.extensions.all()},
-        lines={_digits(line.number): line.line_number for line in connection.lines.all()},
+        lines={digits(line.number): line.line_number for line in connection.lines.all()},
         log_internal=connection.log_internal_calls,
         only_mapped_lines=connection.only_mapped_lines,
         sends_summary=providers.get(connection.provider).sends_summary,
         route_to_responsible=connection.route_to_responsible,
     )
-
-
-def _digits(number: str) -> str:
-    return "".join(ch for ch in number if ch.isdigit())
 
 
 # ---------------------------------------------------------------- processing stored events

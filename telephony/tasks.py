@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from bitrixapp import rest
+from bitrixapp.phones import digits
 from telephony import engine, pipeline, providers
 from telephony.engine import CallState
 from telephony.models import Call, CallRecording, PbxEvent
@@ -34,7 +35,7 @@ def originate(call_id: int, extension: str) -> None:
     """Ask the PBX to start a click-to-call or callback; a refusal finishes the CRM's call."""
     call = Call.objects.select_related("connection").get(pk=call_id)
     connection = call.connection
-    number = "".join(ch for ch in (call.client_number_e164 or call.client_number) if ch.isdigit())
+    number = digits(call.client_number_e164 or call.client_number)
     line = connection.lines.filter(line_number=call.line_number).values_list("number", flat=True)
     try:
         providers.get(connection.provider).originate(
