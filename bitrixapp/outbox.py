@@ -161,7 +161,7 @@ def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
             cache.delete(_kick_key(portal_id))
             kick(portal_id)  # more to send: continue after what is queued meanwhile
             return
-        wait = ratelimit.acquire(portal.member_id, portal.plan, max_wait_s=0)
+        wait = ratelimit.take(portal.member_id, portal.plan)
         if wait:
             kick(portal_id, countdown=wait)  # the timed run takes over (the flag stays set)
             return

@@ -99,17 +99,10 @@ def bucket_for(plan: str) -> Bucket:
     return PLAN_BUCKETS.get(plan, PLAN_BUCKETS["standard"]).safe()
 
 
-def acquire(key: str, plan: str, max_wait_s: float) -> float:
-    """Take one request slot, sleeping up to max_wait_s; return the wait still needed (0 = go)."""
-    bucket = bucket_for(plan)
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        wait = limiter().try_take(key, bucket)
-        if wait <= 0:
-            return 0.0
-        if time.monotonic() + wait > deadline:
-            return wait
-        time.sleep(wait)
+def take(key: str, plan: str) -> float:
+    """Take one request slot now; 0 = go, else the seconds until one is free (nothing taken).
+    Callers never sleep on it in a worker: they schedule a run for later instead."""
+    return limiter().try_take(key, bucket_for(plan))
 
 
 def refused(key: str, plan: str) -> None:

@@ -6,6 +6,7 @@ Views store and answer; they never call Bitrix24 (all REST goes through the outb
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -81,8 +82,6 @@ class AppPageView(InboundEndpoint):
 
 
 def _page_context(portal: Portal) -> dict[str, Any]:
-    from django.conf import settings
-
     return {
         "portal": portal,
         "events_url": f"{settings.APP_BASE_URL}/bitrix/events/",

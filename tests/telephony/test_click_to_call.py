@@ -21,6 +21,19 @@ def bitrix_event(pbx, name, **data):
     return BitrixEvent.objects.get(pk=response.json()["event_id"])
 
 
+def click(pbx, call_id, user_id="11", **data):
+    """ONEXTERNALCALLSTART: a user clicked the client's number in the CRM."""
+    return bitrix_event(
+        pbx,
+        "ONEXTERNALCALLSTART",
+        CALL_ID=call_id,
+        USER_ID=user_id,
+        PHONE_NUMBER=CLIENT_E164,
+        LINE_NUMBER=LINE,
+        **data,
+    )
+
+
 def crm_registered_call(pbx):
     """What Bitrix24 does before it sends ONEXTERNALCALLSTART: it registers the call itself."""
     import requests
@@ -42,16 +55,7 @@ def crm_registered_call(pbx):
 
 def test_j_click_to_call_rings_the_extension_and_finishes_the_crm_call(pbx):
     call_id = crm_registered_call(pbx)
-    bitrix_event(
-        pbx,
-        "ONEXTERNALCALLSTART",
-        CALL_ID=call_id,
-        USER_ID="11",
-        PHONE_NUMBER=CLIENT_E164,
-        LINE_NUMBER=LINE,
-        EXTENSION="",
-        CALL_LIST_ID="0",
-    )
+    click(pbx, call_id, EXTENSION="", CALL_LIST_ID="0")
     call = Call.objects.get()
     tasks.originate(call.pk, "101")
     (callback,) = pbx.mango.callbacks
@@ -72,14 +76,7 @@ def test_j_click_to_call_rings_the_extension_and_finishes_the_crm_call(pbx):
 def test_j_failed_originate_finishes_the_call_with_the_reason(pbx):
     call_id = crm_registered_call(pbx)
     pbx.mango.callback_result = 3100
-    bitrix_event(
-        pbx,
-        "ONEXTERNALCALLSTART",
-        CALL_ID=call_id,
-        USER_ID="11",
-        PHONE_NUMBER=CLIENT_E164,
-        LINE_NUMBER=LINE,
-    )
+    click(pbx, call_id)
     tasks.originate(Call.objects.get().pk, "101")
     pbx.settle()
     ((method, finish),) = pbx.calls()
@@ -89,14 +86,7 @@ def test_j_failed_originate_finishes_the_call_with_the_reason(pbx):
 
 def test_j_user_without_extension_is_finished_at_once(pbx):
     call_id = crm_registered_call(pbx)
-    bitrix_event(
-        pbx,
-        "ONEXTERNALCALLSTART",
-        CALL_ID=call_id,
-        USER_ID="77",
-        PHONE_NUMBER=CLIENT_E164,
-        LINE_NUMBER=LINE,
-    )
+    click(pbx, call_id, user_id="77")
     pbx.settle()
     assert "no extension" in pbx.calls()[0][1]["FAILED_REASON"]
     assert pbx.mango.callbacks == []
@@ -105,14 +95,7 @@ def test_j_user_without_extension_is_finished_at_once(pbx):
 def test_j_the_same_click_delivered_twice_starts_one_call(pbx):
     call_id = crm_registered_call(pbx)
     for _ in range(2):
-        bitrix_event(
-            pbx,
-            "ONEXTERNALCALLSTART",
-            CALL_ID=call_id,
-            USER_ID="11",
-            PHONE_NUMBER=CLIENT_E164,
-            LINE_NUMBER=LINE,
-        )
+        click(pbx, call_id)
     assert Call.objects.count() == 1
 
 
