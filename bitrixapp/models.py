@@ -105,6 +105,8 @@ class B24Command(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents"
     )
     handler = models.CharField(max_length=100, blank=True, help_text="result handler name")
+    # What the result handler needs to find its objects again, e.g. {"call": 42}.
+    context = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)

@@ -35,6 +35,12 @@ class PbxConnection(models.Model):
     only_mapped_lines = models.BooleanField(
         default=False, help_text="Log only calls on the lines listed below"
     )
+    callback_extension = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Extension or group that rings for CRM callback requests when neither the "
+        "client's CRM owner nor the default user has an extension",
+    )
     is_active = models.BooleanField(default=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
@@ -208,7 +214,10 @@ class CallRecording(models.Model):
         "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     error = models.TextField(blank=True)
+    # When a sweeper may queue the next download try (NULL: not waiting for one).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
     attached_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
