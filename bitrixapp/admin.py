@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from bitrixapp import events, install, outbox
+from bitrixapp import install, outbox
+from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.models import B24Command, BitrixEvent, Portal
 
 
@@ -112,17 +113,8 @@ class B24CommandAdmin(admin.ModelAdmin):
 
 
 @admin.register(BitrixEvent)
-class BitrixEventAdmin(admin.ModelAdmin):
-    list_display = ("id", "portal", "event", "state", "received_at", "processed_at")
-    list_filter = ("state", "event", "portal")
-    readonly_fields = [f.name for f in BitrixEvent._meta.fields]
-    actions = ("reprocess",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description="Process again")
-    def reprocess(self, request: HttpRequest, queryset: QuerySet[BitrixEvent]) -> None:
-        for event in queryset:
-            events.reprocess(event)
-        messages.success(request, f"{queryset.count()} event(s) queued again.")
+class BitrixEventAdmin(InboundRequestAdmin):
+    list_display = ("id", "portal", "source", "state", "attempts", "received_at", "processed_at")
+    list_filter = ("state", "source", "portal")
+    list_select_related = ("portal",)
+    extra_fields = ("portal",)

@@ -6,5 +6,8 @@ class BitrixAppConfig(AppConfig):
     verbose_name = "Bitrix24 platform"
 
     def ready(self) -> None:
-        # Registers the outbox result handlers used by install/setup.
-        from bitrixapp import install  # noqa: F401
+        # Registers the outbox result handlers used by install/setup, and the events inbox.
+        from bitrixapp import events, inbox, install  # noqa: F401
+        from bitrixapp.models import BitrixEvent
+
+        inbox.register(BitrixEvent, events.handle, queue="default")

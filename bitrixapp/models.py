@@ -1,12 +1,15 @@
 """The platform layer's tables: portals (tenants), the Bitrix24 command outbox, inbound events."""
 
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from bitrixapp.crypto import EncryptedTextField
+from bitrixapp.inbox import InboundRequest, parse_body
 
 
 class Portal(models.Model):
@@ -136,29 +139,19 @@ class B24Command(models.Model):
         return self.state in self.OPEN_STATES
 
 
-class BitrixEvent(models.Model):
-    """An accepted event POST from Bitrix24, stored before anything acts on it.
+class BitrixEvent(InboundRequest):
+    """An event POST from Bitrix24 (`source` is the event name), stored before anything acts
+    on it. The body is kept with the OAuth tokens and the application token masked."""
 
-    The payload is kept without OAuth tokens (secrets are never stored in plain text).
-    """
-
-    class State(models.TextChoices):
-        RECEIVED = "received", "received"
-        PROCESSED = "processed", "processed"
-        IGNORED = "ignored", "ignored (no handler)"
-        FAILED = "failed", "failed"
+    # Form fields (bracket form) that are masked in the stored body.
+    SECRET_FIELDS = ("auth[access_token]", "auth[refresh_token]", "auth[application_token]")
 
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="events")
-    event = models.CharField(max_length=64, db_index=True)
-    payload = models.JSONField(default=dict)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
-    processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["state", "received_at"], name="event_state")]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="event_state")]
 
-    def __str__(self) -> str:
-        return f"{self.event} #{self.pk}"
+    @cached_property
+    def payload(self) -> dict[str, Any]:
+        """The stored body as a nested dict (bracketed form fields or JSON)."""
+        return parse_body(self.body, self.content_type)

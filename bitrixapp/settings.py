@@ -140,7 +140,6 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "bitrixapp.tasks.dispatch_portal": {"queue": "bitrix"},
-    "telephony.tasks.process_pbx_event": {"queue": "calls"},
     "telephony.tasks.originate": {"queue": "calls"},
     "telephony.tasks.download_recording": {"queue": "recordings"},
     "telephony.tasks.upload_recording": {"queue": "recordings"},
@@ -148,7 +147,6 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "bitrixapp.tasks.sweep", "schedule": 30.0},
     "prune-outbox": {"task": "bitrixapp.tasks.prune", "schedule": 3600.0},
-    "sweep-pbx-events": {"task": "telephony.tasks.sweep", "schedule": 30.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Done commands and processed events are kept this long for the admin timeline.

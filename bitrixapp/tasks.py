@@ -7,12 +7,10 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from bitrixapp import events, outbox
-from bitrixapp.models import B24Command, BitrixEvent, Portal
+from bitrixapp import inbox, outbox
+from bitrixapp.models import B24Command, Portal
 
 log = logging.getLogger(__name__)
-
-STUCK_EVENT_AGE = timedelta(seconds=60)
 
 
 @shared_task(ignore_result=True)
@@ -21,8 +19,9 @@ def dispatch_portal(portal_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
-def process_event(event_id: int) -> None:
-    events.process(event_id)
+def process_inbound(label: str, pk: int) -> None:
+    """Process one stored inbound request of the inbox `label` (e.g. "telephony.pbxevent")."""
+    inbox.process(label, pk)
 
 
 @shared_task(ignore_result=True)
@@ -32,16 +31,10 @@ def sweep() -> dict[str, int]:
     portals = outbox.portals_with_ready_commands()
     for portal_id in portals:
         outbox.kick(portal_id, force=True)
-    stuck = list(
-        BitrixEvent.objects.filter(
-            state=BitrixEvent.State.RECEIVED, received_at__lt=timezone.now() - STUCK_EVENT_AGE
-        ).values_list("id", flat=True)[:1000]
-    )
-    for event_id in stuck:
-        process_event.delay(event_id)
-    if released or stuck:
-        log.info("sweep: %d leases released, %d events re-queued", released, len(stuck))
-    return {"released": released, "portals": len(portals), "events": len(stuck)}
+    requeued = inbox.sweep()
+    if released or requeued:
+        log.info("sweep: %d leases released, inbound requests re-queued: %s", released, requeued)
+    return {"released": released, "portals": len(portals), "inbound": requeued}
 
 
 @shared_task(ignore_result=True)
@@ -50,9 +43,10 @@ def prune() -> None:
     cutoff = timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)
     finished = (B24Command.State.DONE, B24Command.State.FAILED, B24Command.State.CANCELLED)
     B24Command.objects.filter(state__in=finished, finished_at__lt=cutoff, dependents=None).delete()
-    BitrixEvent.objects.filter(received_at__lt=cutoff).exclude(
-        state=BitrixEvent.State.RECEIVED
-    ).delete()
+    for box in inbox.INBOXES.values():
+        box.model.objects.filter(received_at__lt=cutoff).exclude(
+            state=inbox.InboundRequest.State.RECEIVED
+        ).delete()
 
 
 @shared_task(ignore_result=True)

@@ -20,12 +20,12 @@ from bitrixapp.http import (
     InboundEndpoint,
     bad_request,
     forbidden,
-    gone,
     not_found,
     secrets_equal,
     text,
 )
 from bitrixapp.models import Portal
+from bitrixapp.webhooks import portal_for_event
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +93,21 @@ class EventsView(InboundEndpoint):
     """POST /bitrix/events/: every event the app is bound to."""
 
     def post(self, request: Request) -> HttpResponse:
+        body = request.body  # read before the form: kept (tokens masked) as the stored event
         form = self.form(request)
         name = text(form, "event").upper()
         if name == "ONAPPINSTALL":
             portal = install.install(_grant_or_400(install.grant_from_event, form))
             return JsonResponse({"status": "installed", "member_id": portal.member_id})
-        portal = self._verified_portal(form)
+        portal = portal_for_event(
+            text(form, "auth", "member_id"), text(form, "auth", "application_token")
+        )
         with transaction.atomic():
-            stored = events.store(portal, name, form)
+            stored = events.store(portal, name, body, request.content_type, request.headers, form)
             if name == "ONAPPUNINSTALL":
                 clean = str((form.get("data") or {}).get("CLEAN") or "0") == "1"
                 install.uninstall(portal, clean=clean)
         return JsonResponse({"status": "accepted", "event_id": stored.pk})
-
-    @staticmethod
-    def _verified_portal(form: dict[str, Any]) -> Portal:
-        member_id = text(form, "auth", "member_id")
-        token = text(form, "auth", "application_token")
-        portal = Portal.objects.filter(member_id=member_id).first()
-        if portal is None:
-            raise not_found(f"no portal with member_id {member_id!r} has installed the app")
-        if portal.status == Portal.Status.UNINSTALLED:
-            raise gone("this portal has uninstalled the app")
-        if not secrets_equal(token, portal.application_token):
-            raise forbidden("auth[application_token] does not match the one stored at install")
-        return portal
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.models import B24Command
 from telephony import directory, providers
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
@@ -249,7 +250,7 @@ def _event_row(event: PbxEvent) -> tuple:
     link = reverse("admin:telephony_pbxevent_change", args=[event.pk])
     return (
         _when(event.received_at),
-        format_html('<a href="{}">PBX event #{}</a><br>{}', link, event.pk, event.path),
+        format_html('<a href="{}">PBX event #{}</a><br>{}', link, event.pk, event.source),
         _lines(event.state, f"processed {_when(event.processed_at)}" if event.processed_at else ""),
         format_html("<pre>{}</pre>{}", _json(event.events), event.error),
     )
@@ -350,45 +351,12 @@ def _recording_row(r: CallRecording) -> tuple:
 
 
 @admin.register(PbxEvent)
-class PbxEventAdmin(admin.ModelAdmin):
-    list_display = ("id", "connection", "path", "state", "call", "received_at", "processed_at")
-    list_filter = ("state", "path", "connection")
-    search_fields = ("dedupe_key",)
+class PbxEventAdmin(InboundRequestAdmin):
+    list_display = ("id", "connection", "source", "state", "call", "received_at", "processed_at")
+    list_filter = ("state", "source", "connection")
     list_select_related = ("connection", "call")
-    date_hierarchy = "received_at"
-    fields = (
-        "connection",
-        "call",
-        "path",
-        "state",
-        "error",
-        "received_at",
-        "processed_at",
-        "dedupe_key",
-        "normalized_events",
-        "request_body",
-    )
-    readonly_fields = fields
-    actions = ("reprocess",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # events come from the PBX only
+    extra_fields = ("connection", "call", "normalized_events")
 
     @admin.display(description="normalized events")
     def normalized_events(self, event: PbxEvent) -> str:
         return format_html("<pre>{}</pre>", _json(event.events))
-
-    @admin.display(description="request body (credentials masked)")
-    def request_body(self, event: PbxEvent) -> str:
-        return format_html(
-            '<pre style="white-space:pre-wrap">{}</pre>', event.body
-        )  # stored redacted
-
-    @admin.action(description="Process again", permissions=["change"])
-    def reprocess(self, request: HttpRequest, queryset: QuerySet[PbxEvent]) -> None:
-        from telephony import pipeline
-
-        events = list(queryset)
-        for event in events:
-            pipeline.reprocess(event)
-        messages.success(request, f"{len(events)} event(s) queued again.")

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db import transaction
 
+from bitrixapp import inbox
 from bitrixapp.events import event_handler
 from bitrixapp.models import BitrixEvent, Portal
 from bitrixapp.phones import digits, to_e164
@@ -13,7 +14,7 @@ from telephony.engine import CallState
 from telephony.models import Call, PbxConnection, PbxExtension
 
 
-class NoRoute(Exception):
+class NoRoute(inbox.Permanent):
     """Nothing to place the call with; the message says what to configure."""
 
 

@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bitrixapp.crypto import EncryptedJSONField
+from bitrixapp.inbox import InboundRequest
 from bitrixapp.models import Portal
 
 
@@ -162,36 +163,22 @@ class Call(models.Model):
         return f"call:{self.pk}"
 
 
-class PbxEvent(models.Model):
-    """A PBX webhook as received (authenticated, so kept for diagnosis and reprocessing)."""
+class PbxEvent(InboundRequest):
+    """A PBX webhook as received (`source` is the path the PBX appended), kept once it is
+    authenticated: for processing, diagnosis and "process again"."""
 
-    class State(models.TextChoices):
-        RECEIVED = "received", "received"
-        PROCESSED = "processed", "processed"
-        IGNORED = "ignored", "ignored"
-        FAILED = "failed", "failed"
-
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="pbx_events")
     connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="events")
     call = models.ForeignKey(
         Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
-    path = models.CharField(max_length=100, blank=True)
-    dedupe_key = models.CharField(max_length=64)
-    body = models.TextField()
-    events = models.JSONField(default=list, help_text="normalized call events")
-    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
-    error = models.TextField(blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
-    processed_at = models.DateTimeField(null=True, blank=True)
+    events = models.JSONField(default=list, blank=True, help_text="normalized call events")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["connection", "dedupe_key"], name="pbx_event_once")
         ]
-        indexes = [models.Index(fields=["state", "received_at"], name="pbx_event_state")]
-
-    def __str__(self) -> str:
-        return f"{self.path} #{self.pk}"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="pbx_event_state")]
 
 
 class CallRecording(models.Model):

@@ -16,13 +16,13 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from bitrixapp import outbox
+from bitrixapp import inbox, jobs, outbox
 from bitrixapp.models import B24Command, Portal
 from bitrixapp.phones import digits, to_e164
 from telephony import engine, providers
 from telephony.engine import CallState, Policy
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent
-from telephony.providers.base import CallEvent, Kind
+from telephony.providers.base import CallEvent, Kind, Provider, Webhook, WebhookRejected
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +53,33 @@ def policy_of(connection: PbxConnection) -> Policy:
 # ---------------------------------------------------------------- processing stored events
 
 
-def process(event_id: int) -> None:
-    """Apply a stored webhook's events; a second run for the same row does nothing."""
-    with transaction.atomic():
-        row = (
-            PbxEvent.objects.select_for_update()
-            .select_related("connection__portal")
-            .filter(pk=event_id)
-            .first()
-        )
-        if row is None or row.state != PbxEvent.State.RECEIVED:
-            return
-        events = [CallEvent.from_json(e) for e in row.events]
-        relevant = [e for e in events if e.kind is not Kind.UNKNOWN and e.call_key]
-        if row.connection.portal.status == Portal.Status.UNINSTALLED:
-            # A portal that needs re-auth still gets its calls: the outbox holds the
-            # commands until access comes back. An uninstalled one gets nothing.
-            _close(row, PbxEvent.State.IGNORED, "portal uninstalled the app")
-            return
-        for event in relevant:
-            row.call = apply_event(row.connection, event)
-        _close(row, PbxEvent.State.PROCESSED if relevant else PbxEvent.State.IGNORED)
+def handle(row: PbxEvent) -> str:
+    """The inbox handler of PBX webhooks: parse the stored request and apply its events.
+
+    Runs under the row's lock; applying an event the engine has seen already changes nothing,
+    so "process again" is safe."""
+    connection = row.connection
+    if connection.portal.status == Portal.Status.UNINSTALLED:
+        # A portal that needs re-auth still gets its calls: the outbox holds the commands
+        # until access comes back. An uninstalled one gets nothing.
+        raise inbox.Ignored("portal uninstalled the app")
+    events = parse_stored(row, providers.get(connection.provider))
+    row.events = [e.to_json() for e in events]
+    relevant = [e for e in events if e.kind is not Kind.UNKNOWN and e.call_key]
+    for event in relevant:
+        row.call = apply_event(connection, event)
+    return PbxEvent.State.PROCESSED if relevant else PbxEvent.State.IGNORED
 
 
-def _close(row: PbxEvent, state: str, error: str = "") -> None:
-    row.state, row.error, row.processed_at = state, error, timezone.now()
-    row.save()
+def parse_stored(row: PbxEvent, provider: Provider) -> list[CallEvent]:
+    """The stored request (secrets masked, verified when it came in) parsed anew."""
+    webhook = Webhook(
+        row.source, row.body.encode(), row.content_type, query=row.query, headers=row.headers
+    )
+    try:
+        return provider.parse(webhook)
+    except WebhookRejected as exc:
+        raise inbox.Rejected(f"{exc.field}: {exc.detail}" if exc.field else exc.detail) from exc
 
 
 def apply_event(connection: PbxConnection, event: CallEvent) -> Call:
@@ -146,14 +147,6 @@ def _phase(state: CallState) -> str:
 
 def _aware(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
-
-
-def reprocess(event: PbxEvent) -> None:
-    """Admin action: apply a stored webhook again (the engine ignores what it already saw)."""
-    from telephony import tasks
-
-    PbxEvent.objects.filter(pk=event.pk).update(state=PbxEvent.State.RECEIVED, error="")
-    tasks.process_pbx_event.delay(event.pk)
 
 
 # ---------------------------------------------------------------- intents -> commands
@@ -227,13 +220,11 @@ def _finish(call: Call, intent: engine.Finish) -> None:
 
 
 def _fetch_recording(call: Call, intent: engine.FetchRecording) -> None:
-    from telephony import tasks
-
     recording, created = CallRecording.objects.get_or_create(
         call=call, recording_id=intent.recording_id
     )
     if created:
-        transaction.on_commit(lambda: tasks.download_recording.delay(recording.pk), robust=True)
+        jobs.after_commit("telephony.tasks.download_recording", recording.pk)
 
 
 def _find_responsible(call: Call, intent: engine.FindResponsible) -> None:

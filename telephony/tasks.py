@@ -2,7 +2,6 @@
 `recordings` for downloads and uploads (bulk), so a slow recording never delays a card."""
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
@@ -14,7 +13,7 @@ from bitrixapp import rest
 from bitrixapp.phones import digits
 from telephony import engine, pipeline, providers
 from telephony.engine import CallState
-from telephony.models import Call, CallRecording, PbxEvent
+from telephony.models import Call, CallRecording
 from telephony.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -22,12 +21,6 @@ log = logging.getLogger(__name__)
 # Mango's record/added may come before the file can be downloaded: retry with backoff from
 # 30 s up to an hour between tries, for about 24 hours in all.
 DOWNLOAD_RETRIES = 30
-STUCK_EVENT_AGE = timedelta(seconds=60)
-
-
-@shared_task(ignore_result=True)
-def process_pbx_event(event_id: int) -> None:
-    pipeline.process(event_id)
 
 
 @shared_task(ignore_result=True)
@@ -99,16 +92,3 @@ def upload_recording(self, recording_id: int, url: str, field: str) -> None:
     CallRecording.objects.filter(pk=recording_id).update(
         state=CallRecording.State.ATTACHED, attached_at=timezone.now(), content=None
     )
-
-
-@shared_task(ignore_result=True)
-def sweep() -> int:
-    """Re-queue webhooks stored but never processed (a lost broker message, a crash)."""
-    stuck = list(
-        PbxEvent.objects.filter(
-            state=PbxEvent.State.RECEIVED, received_at__lt=timezone.now() - STUCK_EVENT_AGE
-        ).values_list("id", flat=True)[:1000]
-    )
-    for event_id in stuck:
-        process_pbx_event.delay(event_id)
-    return len(stuck)

@@ -8,8 +8,13 @@ downloads recordings (`fetch_recording`). Provider modules never call Bitrix24.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qsl
+
+from django.utils.datastructures import CaseInsensitiveMapping
 
 
 class Kind(enum.StrEnum):
@@ -78,14 +83,57 @@ class WebhookRejected(Exception):
         self.field = field
 
 
-@dataclass
-class Webhook:
-    """What the view hands a provider: the raw request, unparsed."""
+FORM = "application/x-www-form-urlencoded"
 
-    path: str  # below the connection's base URL, e.g. "events/call"
+
+class Webhook:
+    """What the view hands a provider: the request as it came, unparsed.
+
+    For processing, the same object is rebuilt from the stored row: then secret fields are
+    masked (`Provider.secret_fields`) and only the headers the provider keeps are there.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str,
+        *,
+        method: str = "POST",
+        query: str = "",
+        headers: Mapping[str, str] | None = None,
+    ):
+        self.path = path.strip("/")  # below the connection's base URL, e.g. "events/call"
+        self.body = body
+        self.content_type = content_type.split(";")[0].strip().lower()
+        self.method = method.upper()
+        self.query_string = query  # raw, as sent
+        self.headers: Mapping[str, str] = CaseInsensitiveMapping(dict(headers or {}))
+
+    @cached_property
+    def query(self) -> dict[str, str]:
+        """The query parameters (the last value of a repeated name)."""
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @cached_property
+    def form(self) -> dict[str, str]:
+        """The urlencoded fields (the last value of a repeated name), {} for other bodies."""
+        if self.content_type != FORM:
+            return {}
+        try:
+            return dict(parse_qsl(self.body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise WebhookRejected(400, "body is not UTF-8 form data", field="body") from None
+
+
+@dataclass(frozen=True)
+class SignedWebhook:
+    """A webhook as the PBX would send it (built from a fixture by `Provider.sign_fixture`)."""
+
+    path: str
     body: bytes
     content_type: str
-    form: dict[str, str] = field(default_factory=dict)  # urlencoded fields, values as sent
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +154,11 @@ class Provider(Protocol):
     name: ClassVar[str]
     credential_keys: ClassVar[tuple[str, ...]]  # required keys of the credentials dict
     sends_summary: ClassVar[bool]  # True: the call is finished on SUMMARY, not on ENDED
+    # Body fields and query parameters masked in the stored request (bracket form for nesting).
+    secret_fields: ClassVar[tuple[str, ...]]
+    # Request headers kept with the stored request: those parse() reads, and signature headers
+    # worth seeing when diagnosing.
+    kept_headers: ClassVar[tuple[str, ...]]
 
     def verify(self, connection: ConnectionLike, hook: Webhook) -> None:
         """Raise WebhookRejected(403, hint) unless the webhook is signed by this connection."""
@@ -115,6 +168,12 @@ class Provider(Protocol):
 
     def dedupe_key(self, hook: Webhook) -> str:
         """Identity of the notification: the same delivery twice gives the same key."""
+
+    def sign_fixture(
+        self, credentials: Mapping[str, str], path: str, payload: Any, headers: Mapping[str, str]
+    ) -> SignedWebhook:
+        """The request the PBX would send for a fixture's payload, signed with `credentials`
+        (used by `replay_webhook` and the tests)."""
 
     def originate(
         self,

@@ -18,17 +18,19 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urljoin
+from urllib.parse import parse_qsl, urlencode, urljoin
 
 import requests
 
 from telephony.providers.base import (
+    FORM,
     CallEvent,
     ConnectionLike,
     Direction,
     Kind,
     ProviderError,
     Recording,
+    SignedWebhook,
     Webhook,
     WebhookRejected,
 )
@@ -71,6 +73,9 @@ class Mango:
     # finished" (VPBX API §3.1.6), so the call is finished on SUMMARY, not on a leg's ENDED.
     sends_summary: ClassVar[bool] = True
     default_api_url: ClassVar[str] = "https://app.mango-office.ru/vpbx/"
+    # Mango puts the account's API key in every notification; `sign` is useless once checked.
+    secret_fields: ClassVar[tuple[str, ...]] = ("vpbx_api_key", "sign")
+    kept_headers: ClassVar[tuple[str, ...]] = ()
 
     # events/call `call_state` (VPBX API §3.1.2). A pickup and a transfer show up as a new
     # leg's Connected, so there is no separate transfer state.
@@ -232,6 +237,13 @@ class Mango:
         # Mango re-sends the same form on retry; the json text identifies the notification.
         text = _form(hook).get("json") or hook.body.decode("utf-8", "replace")
         return hashlib.sha256(f"{_path(hook)}\n{text}".encode()).hexdigest()
+
+    def sign_fixture(
+        self, credentials: Mapping[str, str], path: str, payload: Any, headers: Mapping[str, str]
+    ) -> SignedWebhook:
+        """A notification as Mango posts it: a form with the key, the json text and its sign."""
+        form = signed_form(credentials["api_key"], credentials["api_salt"], payload)
+        return SignedWebhook(path, urlencode(form).encode(), FORM, dict(headers))
 
     def _parse_call(self, path: str, p: Payload) -> list[CallEvent]:
         _require(p, "entry_id", "call_id", "call_state")

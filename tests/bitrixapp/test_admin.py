@@ -52,7 +52,7 @@ def test_send_again_action_requeues_failed_commands(admin_client, portal):
 
 def test_event_list_and_reprocess_action(admin_client, portal):
     event = BitrixEvent.objects.create(
-        portal=portal, event="ONCRMLEADADD", state="failed", payload={"data": {"ID": "1"}}
+        portal=portal, source="ONCRMLEADADD", state="failed", body='{"data": {"ID": "1"}}'
     )
     assert "ONCRMLEADADD" in admin_client.get("/admin/bitrixapp/bitrixevent/").content.decode()
     admin_client.post(

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.conf import settings
 
-from bitrixapp import events
+from bitrixapp import events, inbox
 from bitrixapp.models import B24Command, BitrixEvent, Portal
 
 pytestmark = pytest.mark.django_db
@@ -183,7 +183,7 @@ def test_event_is_stored_without_secrets_and_answered(client, installed):
     assert response.status_code == 200
     stored = BitrixEvent.objects.get(pk=response.json()["event_id"])
     assert stored.portal == installed
-    assert stored.event == "ONEXTERNALCALLSTART"
+    assert stored.source == "ONEXTERNALCALLSTART"
     assert stored.payload["data"] == {"CALL_ID": "externalCall.1", "PHONE_NUMBER": "+7495"}
     assert "user-token-must-not-be-stored" not in json.dumps(stored.payload)
     assert "apptok" not in json.dumps(stored.payload)
@@ -223,7 +223,7 @@ def test_event_as_json_body_is_accepted(client, installed):
 def test_event_without_handler_is_kept_and_marked_ignored(client, installed):
     response = client.post("/bitrix/events/", event(name="ONCRMLEADADD"))
     assert response.status_code == 200
-    events.process(response.json()["event_id"])
+    inbox.process(BitrixEvent, response.json()["event_id"])
     assert BitrixEvent.objects.get().state == BitrixEvent.State.IGNORED
 
 
@@ -232,8 +232,8 @@ def test_event_handler_runs_once(client, installed):
     events.EVENT_HANDLERS["ONTESTEVENT"] = lambda e: seen.append(e.pk)
     try:
         event_id = client.post("/bitrix/events/", event(name="ONTESTEVENT")).json()["event_id"]
-        events.process(event_id)
-        events.process(event_id)  # a duplicate delivery of the task
+        inbox.process(BitrixEvent, event_id)
+        inbox.process(BitrixEvent, event_id)  # a duplicate delivery of the task
     finally:
         del events.EVENT_HANDLERS["ONTESTEVENT"]
     assert seen == [event_id]

@@ -116,11 +116,12 @@ def test_events_stuck_in_received_are_picked_up_by_the_sweeper(fake, make_portal
     portal, remote = make_portal()
     stuck = BitrixEvent.objects.create(
         portal=portal,
-        event="ONCRMLEADADD",
-        payload={},
-        received_at=timezone.now() - timedelta(minutes=5),
+        source="ONCRMLEADADD",
+        body="{}",
+        content_type="application/json",
+        next_attempt_at=timezone.now() - timedelta(minutes=5),
     )
-    assert tasks.sweep()["events"] == 1
+    assert tasks.sweep()["inbound"] == {"bitrixapp.bitrixevent": 1}
     wait_until(
         lambda: BitrixEvent.objects.get(pk=stuck.pk).state == BitrixEvent.State.IGNORED,
         what="event processed",

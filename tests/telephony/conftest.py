@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bitrixapp import inbox
 from bitrixapp.models import Portal
 from telephony import tasks
 from telephony.models import CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
@@ -70,7 +71,7 @@ class Pbx:
         for event_id in (
             PbxEvent.objects.filter(state="received").order_by("id").values_list("id", flat=True)
         ):
-            tasks.process_pbx_event(event_id)
+            inbox.process(PbxEvent, event_id)
         for recording in CallRecording.objects.filter(state="pending"):
             tasks.download_recording.apply(args=[recording.pk])
         drain(self.portal)

@@ -219,7 +219,8 @@ def call(connection) -> Call:
     PbxEvent.objects.create(
         connection=connection,
         call=call,
-        path="events/call",
+        portal=call.portal,
+        source="events/call",
         dedupe_key="d1",
         body=body,
         events=[{"kind": "ringing", "call_key": "E1", "extension": "101"}],
@@ -253,7 +254,8 @@ def call(connection) -> Call:
     PbxEvent.objects.create(
         connection=connection,
         call=call,
-        path="events/summary",
+        portal=call.portal,
+        source="events/summary",
         dedupe_key="d2",
         body="{}",
         events=[{"kind": "summary", "call_key": "E1"}],
@@ -314,7 +316,7 @@ def test_event_page_masks_credentials_in_the_stored_body(admin_client, client, c
     assert (
         client.post(url, body, content_type="application/x-www-form-urlencoded").status_code == 200
     )
-    event = PbxEvent.objects.get(path="events/call")
+    event = PbxEvent.objects.get(source="events/call")
     PbxEvent.objects.filter(pk=event.pk).update(state="processed")
     listing = admin_client.get("/admin/telephony/pbxevent/?state=processed").content.decode()
     page = admin_client.get(f"/admin/telephony/pbxevent/{event.pk}/change/").content.decode()
@@ -324,7 +326,7 @@ def test_event_page_masks_credentials_in_the_stored_body(admin_client, client, c
 
 
 def test_process_again_action_requeues_events(admin_client, call):
-    event = PbxEvent.objects.get(path="events/call")
+    event = PbxEvent.objects.get(source="events/call")
     admin_client.post(
         "/admin/telephony/pbxevent/", {"action": "reprocess", "_selected_action": [event.pk]}
     )

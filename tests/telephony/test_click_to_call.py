@@ -2,7 +2,7 @@
 
 import pytest
 
-from bitrixapp import events
+from bitrixapp import inbox
 from bitrixapp.models import BitrixEvent
 from telephony import tasks
 from telephony.models import Call
@@ -17,7 +17,7 @@ def bitrix_event(pbx, name, **data):
     form.update({f"data[{k}]": v for k, v in data.items()})
     response = pbx.client.post("/bitrix/events/", form)
     assert response.status_code == 200, response.content
-    events.process(response.json()["event_id"])
+    inbox.process(BitrixEvent, response.json()["event_id"])
     return BitrixEvent.objects.get(pk=response.json()["event_id"])
 
 

@@ -34,7 +34,7 @@ def test_fixtures_are_posted_in_order_signed_and_stored(connection):
         CALL, SUMMARY, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "s"
     )
     events = list(PbxEvent.objects.filter(connection=connection).order_by("pk"))
-    assert [e.path for e in events] == ["events/call", "events/summary"]
+    assert [e.source for e in events] == ["events/call", "events/summary"]
     assert [e.events[0]["kind"] for e in events] == ["ringing", "summary"]
     assert f"POST {connection.webhook_url}events/call: HTTP 200" in out
     assert f"POST {connection.webhook_url}events/summary: HTTP 200" in out

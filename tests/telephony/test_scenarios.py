@@ -234,16 +234,15 @@ def test_l_only_mapped_lines(pbx):
 
 
 def test_calls_during_needs_reauth_are_kept_and_sent_after_revival(pbx):
-    from bitrixapp import outbox
+    from bitrixapp import inbox, outbox
     from bitrixapp.models import Portal
-    from telephony import tasks
     from telephony.models import PbxEvent
 
     Portal.objects.filter(pk=pbx.portal.pk).update(status=Portal.Status.NEEDS_REAUTH)
     for name in (APPEARED, ANSWERED):
         assert pbx.deliver(name).status_code == 200
     for event_id in PbxEvent.objects.values_list("id", flat=True):
-        tasks.process_pbx_event(event_id)
+        inbox.process(PbxEvent, event_id)
     outbox.dispatch(pbx.portal.pk, slice_s=2)
     assert pbx.calls() == []  # nothing can go out, nothing is dropped
     Portal.objects.filter(pk=pbx.portal.pk).update(status=Portal.Status.ACTIVE)

@@ -1,0 +1,350 @@
+"""One inbox for every inbound request: Bitrix24 events, PBX webhooks, SMS handler calls and
+delivery reports (DESIGN.md principle 2).
+
+A view authenticates the request (signature, secret URL, application token), keeps its
+redacted raw form as a row of an `InboundRequest` table, answers, and the row is processed in
+a worker from that stored raw form. So "process again" re-parses the body: a parser fix
+recovers every stored request. A request that is authenticated but malformed is kept as
+`rejected` with the reason its 400 named.
+
+Processing is idempotent (only a `received` row is processed, under its row lock) and
+bounded: a handler that raises is retried with exponential backoff, and after
+`max_attempts` the row ends `failed` with the error kept (shown in the admin). A handler
+raises `Rejected` for a body it cannot read and `Permanent` for a failure no retry can fix;
+both end the row at once, as does `Ignored` for a request there is nothing to do with.
+One sweeper re-queues the rows of every inbox whose queue message was lost (a broker
+outage, a crash).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from celery.utils.time import get_exponential_backoff_interval
+from django.apps import apps
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from bitrixapp import jobs
+from bitrixapp.formdata import FormDataError, parse_bracketed
+
+log = logging.getLogger(__name__)
+
+MASK = "***"
+PROCESS_TASK = "bitrixapp.tasks.process_inbound"
+# A row still `received` this long after it was due has lost its queue message.
+STUCK_AFTER = timedelta(seconds=60)
+SWEEP_BATCH = 1000
+ERROR_CHARS = 2000
+# Headers kept with a stored request for diagnosis (never Authorization or cookies).
+DIAGNOSTIC_HEADERS = ("Content-Type", "Content-Length", "User-Agent", "X-Forwarded-For")
+
+
+class Rejected(Exception):
+    """The stored body cannot be read; the message names what is wrong (no retry)."""
+
+
+class Permanent(Exception):
+    """Processing failed in a way no retry can fix (e.g. nothing configured to act with)."""
+
+
+class Ignored(Exception):
+    """Nothing to do with this request; the message says why (kept on the row)."""
+
+
+class InboundRequest(models.Model):
+    """A stored inbound request: what came in, redacted, and what became of it."""
+
+    class State(models.TextChoices):
+        RECEIVED = "received", "received, waiting to be processed"
+        PROCESSED = "processed", "processed"
+        IGNORED = "ignored", "ignored (nothing to do)"
+        REJECTED = "rejected", "rejected (malformed)"
+        FAILED = "failed", "failed"
+
+    source = models.CharField(max_length=100, db_index=True, help_text="event name or path")
+    body = models.TextField(blank=True, default="", help_text="the raw body, secrets masked")
+    content_type = models.CharField(max_length=100, blank=True, default="")
+    query = models.TextField(
+        blank=True, default="", help_text="the raw query string, secrets masked"
+    )
+    headers = models.JSONField(default=dict, blank=True)
+    dedupe_key = models.CharField(max_length=64, blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.source} #{self.pk}"
+
+
+# ---------------------------------------------------------------- registry
+
+Handler = Callable[[Any], str]  # (locked row) -> the final state: PROCESSED or IGNORED
+
+
+@dataclass(frozen=True)
+class Inbox:
+    model: type[InboundRequest]
+    handle: Handler
+    queue: str = "default"
+    max_attempts: int = 5
+    backoff_s: float = 5.0  # first retry; doubles per attempt
+    backoff_max_s: float = 600.0
+
+    @property
+    def label(self) -> str:
+        return self.model._meta.label_lower
+
+
+INBOXES: dict[str, Inbox] = {}
+
+
+def register(
+    model: type[InboundRequest], handle: Handler, *, queue: str = "default", **options: Any
+) -> Inbox:
+    """Make `model` an inbox processed by `handle`; twice for one model is a start-up error."""
+    inbox = Inbox(model, handle, queue, **options)
+    if inbox.label in INBOXES:
+        raise RuntimeError(f"inbox {inbox.label} is registered twice")
+    INBOXES[inbox.label] = inbox
+    return inbox
+
+
+def inbox_of(model: type[InboundRequest] | str) -> Inbox:
+    label = model if isinstance(model, str) else model._meta.label_lower
+    return INBOXES[label]
+
+
+# ---------------------------------------------------------------- storing
+
+
+def store(model: type[InboundRequest], **fields: Any) -> InboundRequest | None:
+    """Keep a request; None when its dedupe key was stored before (a duplicate delivery).
+
+    A `received` row is queued for processing once the caller's transaction commits."""
+    try:
+        with transaction.atomic():
+            row = model.objects.create(**fields)
+    except IntegrityError:
+        return None
+    if row.state == InboundRequest.State.RECEIVED:
+        enqueue(row)
+    return row
+
+
+def enqueue(row: InboundRequest, countdown: float | None = None) -> None:
+    inbox = inbox_of(type(row))
+    jobs.after_commit(PROCESS_TASK, inbox.label, row.pk, queue=inbox.queue, countdown=countdown)
+
+
+def diagnostic_headers(headers: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:
+    """The request headers worth keeping: the diagnostic ones plus those a provider reads."""
+    return {
+        name: str(headers[name])[:500]
+        for name in (*DIAGNOSTIC_HEADERS, *extra)
+        if headers.get(name) is not None
+    }
+
+
+# ---------------------------------------------------------------- processing
+
+
+def process(model: type[InboundRequest] | str, pk: int) -> str | None:
+    """Process one stored request if it is still waiting; returns its new state."""
+    inbox = inbox_of(model)
+    try:
+        return _process(inbox, pk)
+    except Exception as exc:
+        # The transaction itself broke (e.g. the database went away mid-way): count the
+        # attempt on its own, so that even this path ends in `failed` eventually.
+        log.exception("inbox %s #%s: processing broke", inbox.label, pk)
+        _count_broken_attempt(inbox, pk, exc)
+        return None
+
+
+def _process(inbox: Inbox, pk: int) -> str | None:
+    with transaction.atomic():
+        row = inbox.model.objects.select_for_update().filter(pk=pk).first()
+        if row is None or row.state != InboundRequest.State.RECEIVED:
+            return None
+        row.attempts += 1
+        try:
+            with transaction.atomic():
+                state = inbox.handle(row)
+        except Rejected as exc:
+            return close(row, InboundRequest.State.REJECTED, str(exc))
+        except Permanent as exc:
+            return close(row, InboundRequest.State.FAILED, str(exc))
+        except Ignored as exc:
+            return close(row, InboundRequest.State.IGNORED, str(exc))
+        except Exception as exc:
+            log.exception("inbox %s #%s: attempt %d failed", inbox.label, pk, row.attempts)
+            return _retry_or_fail(inbox, row, exc)
+        return close(row, state)
+
+
+def close(row: InboundRequest, state: str, error: str = "") -> str:
+    row.state, row.error, row.processed_at = state, error[:ERROR_CHARS], timezone.now()
+    row.save()
+    return state
+
+
+def _retry_or_fail(inbox: Inbox, row: InboundRequest, exc: Exception) -> str:
+    error = f"attempt {row.attempts}: {exc!r}"
+    if row.attempts >= inbox.max_attempts:
+        return close(row, InboundRequest.State.FAILED, f"gave up after {error}")
+    delay = _backoff(inbox, row.attempts)
+    row.error = error[:ERROR_CHARS]
+    row.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    row.save()
+    enqueue(row, countdown=delay)
+    return row.state
+
+
+def _backoff(inbox: Inbox, attempts: int) -> float:
+    return get_exponential_backoff_interval(
+        inbox.backoff_s, attempts - 1, inbox.backoff_max_s, full_jitter=False
+    )
+
+
+def _count_broken_attempt(inbox: Inbox, pk: int, exc: Exception) -> None:
+    try:
+        with transaction.atomic():
+            row = inbox.model.objects.select_for_update().filter(pk=pk).first()
+            if row is not None and row.state == InboundRequest.State.RECEIVED:
+                row.attempts += 1
+                _retry_or_fail(inbox, row, exc)
+    except Exception:
+        log.exception("inbox %s #%s: could not record the failed attempt", inbox.label, pk)
+
+
+def reprocess(rows: Iterable[InboundRequest]) -> int:
+    """ "Process again": back to `received` with a fresh attempt budget, queued now. The
+    handler parses the stored body again, so a parser fix takes effect."""
+    count = 0
+    for row in rows:
+        type(row).objects.filter(pk=row.pk).update(
+            state=InboundRequest.State.RECEIVED,
+            attempts=0,
+            error="",
+            next_attempt_at=timezone.now(),
+            processed_at=None,
+        )
+        row.state = InboundRequest.State.RECEIVED
+        enqueue(row)
+        count += 1
+    return count
+
+
+def sweep() -> dict[str, int]:
+    """Queue again the rows of every inbox that waited past their time (lost messages)."""
+    due_before = timezone.now() - STUCK_AFTER
+    requeued = {}
+    for inbox in INBOXES.values():
+        stuck = list(
+            inbox.model.objects.filter(
+                state=InboundRequest.State.RECEIVED, next_attempt_at__lt=due_before
+            ).values_list("pk", flat=True)[:SWEEP_BATCH]
+        )
+        for pk in stuck:
+            jobs.now(PROCESS_TASK, inbox.label, pk, queue=inbox.queue)
+        if stuck:
+            requeued[inbox.label] = len(stuck)
+    return requeued
+
+
+def model_of(label: str) -> type[InboundRequest]:
+    return apps.get_model(label)
+
+
+# ---------------------------------------------------------------- reading stored bodies
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def parse_body(body: str, content_type: str) -> dict[str, Any]:
+    """A stored form (bracketed field names) or JSON body as a nested dict; Rejected when it
+    is neither."""
+    if _kind(content_type) == FORM:
+        try:
+            return parse_bracketed(parse_qsl(body, keep_blank_values=True))
+        except FormDataError as exc:
+            raise Rejected(str(exc)) from None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Rejected("body is not a JSON object or form fields") from None
+    if not isinstance(document, dict):
+        raise Rejected("body is not a JSON object")
+    return document
+
+
+def _kind(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+# ---------------------------------------------------------------- redaction
+
+
+def redact(body: bytes, content_type: str, secret_fields: Iterable[str]) -> str:
+    """The body as text with the values of `secret_fields` masked, found by parsing it.
+
+    Field names use the bracket form for nesting in both encodings: `auth[access_token]`
+    names the form field of that name and `{"auth": {"access_token": ...}}` in JSON. A body
+    that does not parse has no fields to mask and is kept as sent (only authenticated
+    requests are stored, and those carry their secrets in fields, not in broken bodies)."""
+    secrets = frozenset(secret_fields)
+    text = body.decode("utf-8", errors="replace")
+    kind = _kind(content_type)
+    if kind == FORM:
+        return redact_query(text, secrets)
+    if kind.endswith("json"):
+        return _redact_json(text, secrets)
+    return text
+
+
+def redact_query(text: str, secret_fields: Iterable[str]) -> str:
+    secrets = frozenset(secret_fields)
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if not any(key in secrets for key, _ in pairs):
+        return text  # keep the bytes as sent when there is nothing to mask
+    return urlencode([(key, MASK if key in secrets else value) for key, value in pairs], safe="*")
+
+
+def _redact_json(text: str, secrets: frozenset[str]) -> str:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    masked, changed = _mask(document, "", secrets)
+    return json.dumps(masked, ensure_ascii=False) if changed else text
+
+
+def _mask(node: Any, path: str, secrets: frozenset[str]) -> tuple[Any, bool]:
+    if isinstance(node, dict):
+        out, changed = {}, False
+        for key, value in node.items():
+            name = f"{path}[{key}]" if path else str(key)
+            if name in secrets:
+                out[key], changed = MASK, True
+            else:
+                out[key], sub = _mask(value, name, secrets)
+                changed = changed or sub
+        return out, changed
+    if isinstance(node, list):
+        items = [_mask(value, f"{path}[{i}]", secrets) for i, value in enumerate(node)]
+        return [v for v, _ in items], any(c for _, c in items)
+    return node, False
