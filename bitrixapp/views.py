@@ -1,6 +1,7 @@
 """Endpoints Bitrix24 calls: install, app page, events; plus health checks.
 
-Views store and answer; they never call Bitrix24 (all REST goes through the outbox).
+Views store and answer; they never speak HTTP themselves: REST goes through the outbox, and
+install verification through install.py, which asks the auth server via rest.py.
 """
 
 import logging
@@ -17,6 +18,7 @@ from rest_framework.request import Request
 
 from bitrixapp import events, install
 from bitrixapp.http import (
+    ApiError,
     InboundEndpoint,
     bad_request,
     forbidden,
@@ -30,11 +32,43 @@ from bitrixapp.models import Portal
 log = logging.getLogger(__name__)
 
 
+# An install refused for being malformed (400) or unproven (403), in our error vocabulary.
+_REFUSAL_CODES = {400: "invalid_request", 403: "install_not_verified"}
+
+
+def _refusal(exc: install.InstallRefused) -> ApiError:
+    return ApiError(exc.status, _REFUSAL_CODES[exc.status], str(exc), exc.field)
+
+
 def _grant_or_400(build: Any, *args: Any) -> install.Grant:
     try:
         return build(*args)
     except install.InstallRefused as exc:
-        raise bad_request(str(exc), field=exc.field) from exc
+        raise _refusal(exc) from exc
+
+
+def _install(grant: install.Grant) -> Portal:
+    try:
+        return install.install(grant)
+    except install.InstallRefused as exc:
+        raise _refusal(exc) from exc
+
+
+def _install_event(form: dict[str, Any]) -> HttpResponse:
+    """ONAPPINSTALL, at either URL: answered in JSON."""
+    grant = _grant_or_400(install.grant_from_event, form)
+    try:
+        portal = _install(grant)
+    except install.AuthServerUnavailable as exc:
+        return _retry_later(exc)
+    status = "installed" if grant.has_tokens else "updated"
+    return JsonResponse({"status": status, "member_id": portal.member_id})
+
+
+def _retry_later(exc: install.AuthServerUnavailable) -> JsonResponse:
+    response = JsonResponse({"error": "auth_server_unavailable", "detail": str(exc)}, status=503)
+    response["Retry-After"] = str(install.RETRY_AFTER_S)
+    return response
 
 
 @method_decorator(xframe_options_exempt, name="dispatch")
@@ -44,15 +78,16 @@ class InstallView(InboundEndpoint):
     def post(self, request: Request) -> HttpResponse:
         form = self.form(request)
         if str(form.get("event") or "").upper() == "ONAPPINSTALL":
-            portal = install.install(_grant_or_400(install.grant_from_event, form))
-            return JsonResponse({"status": "installed", "member_id": portal.member_id})
+            return _install_event(form)
         if "AUTH_ID" not in form:
             raise bad_request(
                 "expected the install frame POST (AUTH_ID...) or an ONAPPINSTALL event"
             )
-        portal = install.install(
-            _grant_or_400(install.grant_from_frame, request.query_params, form)
-        )
+        grant = _grant_or_400(install.grant_from_frame, request.query_params, form)
+        try:
+            portal = _install(grant)
+        except install.AuthServerUnavailable as exc:
+            return _retry_later(exc)
         return render(request._request, "bitrixapp/install.html", _page_context(portal))
 
 
@@ -72,12 +107,12 @@ class AppPageView(InboundEndpoint):
             grant.application_token, portal.application_token
         ):
             raise forbidden("APPLICATION_TOKEN does not match the one stored at install")
-        revived = install.revive(portal, grant)
+        revived, refused = install.revive(portal, grant)
         if install.needs_setup(portal):
             with transaction.atomic():
                 install.queue_setup(portal)
         context = _page_context(portal)
-        context["revived"] = revived
+        context.update(revived=revived, revive_refused=refused)
         return render(request._request, "bitrixapp/app.html", context)
 
 
@@ -96,8 +131,7 @@ class EventsView(InboundEndpoint):
         form = self.form(request)
         name = text(form, "event").upper()
         if name == "ONAPPINSTALL":
-            portal = install.install(_grant_or_400(install.grant_from_event, form))
-            return JsonResponse({"status": "installed", "member_id": portal.member_id})
+            return _install_event(form)
         portal = self._verified_portal(form)
         with transaction.atomic():
             stored = events.store(portal, name, form)
