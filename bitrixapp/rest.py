@@ -98,19 +98,41 @@ class EndpointRefused(ValueError):
     """A client endpoint we will not send tokens to."""
 
 
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+# A DNS host name (RFC 1123 labels: 1-63 letters, digits or inner hyphens; 253 in all) with an
+# optional port. IP literals in brackets are not accepted: no portal is addressed that way, and a
+# host that requests cannot resolve would make the dispatcher fail on it forever.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+MAX_HOST_LENGTH = 253
+MAX_ENDPOINT_LENGTH = Portal._meta.get_field("client_endpoint").max_length
+
+
+def valid_host(netloc: str) -> bool:
+    """True for `host` or `host:port` that we will store and connect to."""
+    host, colon, port = netloc.partition(":")
+    if colon and not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
+        return False
+    if not host or len(host) > MAX_HOST_LENGTH:
+        return False
+    return all(_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def checked_endpoint(url: str) -> str:
     """A portal REST base URL we accept: https (http only if allowed), normalized to end in '/'."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "http://[x/": an unclosed IPv6 bracket
+        raise EndpointRefused(f"client endpoint is not a URL: {url!r}") from exc
     allowed = {"https", "http"} if settings.BITRIX24_ALLOW_HTTP else {"https"}
     if parts.scheme not in allowed:
         raise EndpointRefused(f"client endpoint must use {' or '.join(sorted(allowed))}: {url!r}")
-    if not parts.netloc or not _HOST.match(parts.netloc):
+    if not valid_host(parts.netloc):
         raise EndpointRefused(f"client endpoint has no valid host: {url!r}")
     path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    return f"{parts.scheme}://{parts.netloc}{path}"
+    endpoint = f"{parts.scheme}://{parts.netloc}{path}"
+    if len(endpoint) > MAX_ENDPOINT_LENGTH:
+        raise EndpointRefused(f"client endpoint is longer than {MAX_ENDPOINT_LENGTH} characters")
+    return endpoint
 
 
 def call(portal: Portal, method: str, params: dict[str, Any]) -> RestResponse:
@@ -145,10 +167,11 @@ def _json_body(reply: requests.Response) -> dict[str, Any]:
 
 
 class RefreshFailed(Exception):
-    def __init__(self, outcome: Outcome, reason: str):
+    def __init__(self, outcome: Outcome, reason: str, http_status: int = 0):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+        self.http_status = http_status  # 0 = the auth server gave no answer
 
 
 def refresh_tokens(portal_id: int, stale_token: str) -> Portal:
@@ -164,7 +187,7 @@ def refresh_tokens(portal_id: int, stale_token: str) -> Portal:
         if portal.access_token != stale_token or not portal.can_send:
             return portal
         try:
-            _store_tokens(portal, _oauth_refresh(portal))
+            _store_tokens(portal, _oauth_refresh(portal.refresh_token))
         except RefreshFailed as exc:
             failure = exc  # raised after commit, so that "needs re-auth" is kept
             if exc.outcome is Outcome.PORTAL_BLOCKED:
@@ -176,12 +199,13 @@ def refresh_tokens(portal_id: int, stale_token: str) -> Portal:
     return portal
 
 
-def _oauth_refresh(portal: Portal) -> dict[str, Any]:
+def _oauth_refresh(refresh_token: str) -> dict[str, Any]:
+    """Exchange a refresh token at the auth server (never at a URL taken from a request)."""
     params = {
         "grant_type": "refresh_token",
         "client_id": settings.BITRIX24_CLIENT_ID,
         "client_secret": settings.BITRIX24_CLIENT_SECRET,
-        "refresh_token": portal.refresh_token,
+        "refresh_token": refresh_token,
     }
     try:
         reply = _session.get(settings.BITRIX24_OAUTH_URL, params=params, timeout=(5.0, 30.0))
@@ -192,10 +216,104 @@ def _oauth_refresh(portal: Portal) -> dict[str, Any]:
     body = _json_body(reply)
     error = str(body.get("error") or "")
     if error in OAUTH_REAUTH_ERRORS:
-        raise RefreshFailed(Outcome.PORTAL_BLOCKED, error)
+        raise RefreshFailed(Outcome.PORTAL_BLOCKED, error, reply.status_code)
     if error or not body.get("access_token") or not body.get("refresh_token"):
-        raise RefreshFailed(Outcome.TRANSIENT, f"OAuth server answered {reply.status_code} {error}")
+        raise RefreshFailed(
+            Outcome.TRANSIENT,
+            f"OAuth server answered {reply.status_code} {error}".strip(),
+            reply.status_code,
+        )
     return body
+
+
+@dataclass(frozen=True)
+class VerifiedGrant:
+    """What the auth server says about a token pair: the only source of truth for an install.
+
+    Its `domain` is the host of `client_endpoint`: the auth server's own `domain` field names the
+    auth server (oauth.bitrix.info), not the portal (reference §3.3)."""
+
+    member_id: str
+    client_endpoint: str
+    server_endpoint: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    scope: str
+    app_status: str
+    user_id: int | None
+
+    @property
+    def domain(self) -> str:
+        return urlsplit(self.client_endpoint).netloc
+
+
+class GrantNotVerified(Exception):
+    """The auth server did not confirm install tokens. `retryable`: it gave no usable answer
+    (down, 5xx); otherwise it refused them (invalid_grant, invalid_client, ...)."""
+
+    def __init__(self, reason: str, retryable: bool):
+        super().__init__(reason)
+        self.retryable = retryable
+
+
+MAX_TOKEN_LIFETIME_S = 86400  # an access token lives an hour (reference §3.3); a day is plenty
+MAX_USER_ID = 2**31 - 1  # Portal.installer_user_id is a PostgreSQL integer
+
+
+def verify_grant(refresh_token: str) -> VerifiedGrant:
+    """Trade install tokens for fresh ones at the auth server and return what it says.
+
+    Refresh tokens rotate: the pair that was posted is dead afterwards, the returned one is the
+    pair to keep. Whoever posted tokens the auth server does not know gets GrantNotVerified."""
+    try:
+        body = _oauth_refresh(refresh_token)
+    except RefreshFailed as exc:
+        retryable = exc.outcome is Outcome.TRANSIENT and not 400 <= exc.http_status < 500
+        raise GrantNotVerified(exc.reason, retryable) from exc
+    try:
+        return _verified_grant(body)
+    except (EndpointRefused, ValueError, TypeError) as exc:
+        raise GrantNotVerified(f"unusable auth server answer: {exc}", retryable=False) from exc
+
+
+def _verified_grant(body: dict[str, Any]) -> VerifiedGrant:
+    member_id = str(body.get("member_id") or "")
+    if not member_id or len(member_id) > Portal._meta.get_field("member_id").max_length:
+        raise ValueError("no usable member_id")
+    user_id = body.get("user_id")
+    user_id = int(user_id) if user_id not in (None, "") else None
+    if user_id is not None and not 0 < user_id <= MAX_USER_ID:
+        raise ValueError(f"user_id {user_id} out of range")
+    expires_in = int(body.get("expires_in") or 3600)
+    server_endpoint = str(body.get("server_endpoint") or "")
+    return VerifiedGrant(
+        member_id=member_id,
+        client_endpoint=checked_endpoint(str(body.get("client_endpoint") or "")),
+        server_endpoint=server_endpoint if len(server_endpoint) <= MAX_ENDPOINT_LENGTH else "",
+        access_token=str(body["access_token"]),
+        refresh_token=str(body["refresh_token"]),
+        expires_in=min(max(expires_in, 60), MAX_TOKEN_LIFETIME_S),
+        scope=str(body.get("scope") or "")[: Portal._meta.get_field("scope").max_length],
+        app_status=str(body.get("status") or "")[:1],
+        user_id=user_id,
+    )
+
+
+def is_portal_admin(grant: VerifiedGrant) -> bool:
+    """Ask the portal (`user.admin`) whether the verified token's user is a portal admin.
+
+    Only the verified endpoint is called, with the verified token; any trouble counts as no."""
+    try:
+        reply = _session.post(
+            grant.client_endpoint + "user.admin",
+            json={"auth": grant.access_token},
+            timeout=settings.BITRIX24_TIMEOUT,
+        )
+    except requests.RequestException as exc:
+        log.warning("user.admin for %s: %s", grant.member_id, type(exc).__name__)
+        return False
+    return reply.status_code == 200 and _json_body(reply).get("result") is True
 
 
 def _mark_needs_reauth(portal: Portal, reason: str) -> None:

@@ -1,6 +1,7 @@
 """Endpoints Bitrix24 calls: install, app page, events; plus health checks.
 
-Views store and answer; they never call Bitrix24 (all REST goes through the outbox).
+Views store and answer; they never speak HTTP themselves: REST goes through the outbox, and
+install verification through install.py, which asks the auth server via rest.py.
 """
 
 import logging
@@ -17,24 +18,55 @@ from rest_framework.request import Request
 
 from bitrixapp import events, install
 from bitrixapp.http import (
+    ApiError,
     InboundEndpoint,
     bad_request,
-    forbidden,
     not_found,
-    secrets_equal,
     text,
 )
 from bitrixapp.models import Portal
-from bitrixapp.webhooks import portal_for_event
+from bitrixapp.webhooks import check_application_token, portal_for_event
 
 log = logging.getLogger(__name__)
+
+
+# An install refused for being malformed (400) or unproven (403), in our error vocabulary.
+_REFUSAL_CODES = {400: "invalid_request", 403: "install_not_verified"}
+
+
+def _refusal(exc: install.InstallRefused) -> ApiError:
+    return ApiError(exc.status, _REFUSAL_CODES[exc.status], str(exc), exc.field)
 
 
 def _grant_or_400(build: Any, *args: Any) -> install.Grant:
     try:
         return build(*args)
     except install.InstallRefused as exc:
-        raise bad_request(str(exc), field=exc.field) from exc
+        raise _refusal(exc) from exc
+
+
+def _install(grant: install.Grant) -> Portal:
+    try:
+        return install.install(grant)
+    except install.InstallRefused as exc:
+        raise _refusal(exc) from exc
+
+
+def _install_event(form: dict[str, Any]) -> HttpResponse:
+    """ONAPPINSTALL, at either URL: answered in JSON."""
+    grant = _grant_or_400(install.grant_from_event, form)
+    try:
+        portal = _install(grant)
+    except install.AuthServerUnavailable as exc:
+        return _retry_later(exc)
+    status = "installed" if grant.has_tokens else "updated"
+    return JsonResponse({"status": status, "member_id": portal.member_id})
+
+
+def _retry_later(exc: install.AuthServerUnavailable) -> JsonResponse:
+    response = JsonResponse({"error": "auth_server_unavailable", "detail": str(exc)}, status=503)
+    response["Retry-After"] = str(install.RETRY_AFTER_S)
+    return response
 
 
 @method_decorator(xframe_options_exempt, name="dispatch")
@@ -44,16 +76,17 @@ class InstallView(InboundEndpoint):
     def post(self, request: Request) -> HttpResponse:
         form = self.form(request)
         if str(form.get("event") or "").upper() == "ONAPPINSTALL":
-            portal = install.install(_grant_or_400(install.grant_from_event, form))
-            return JsonResponse({"status": "installed", "member_id": portal.member_id})
+            return _install_event(form)
         if "AUTH_ID" not in form:
             raise bad_request(
                 "expected the install frame POST (AUTH_ID...) or an ONAPPINSTALL event"
             )
-        portal = install.install(
-            _grant_or_400(install.grant_from_frame, request.query_params, form)
-        )
-        return render(request._request, "bitrixapp/install.html", _page_context(portal))
+        grant = _grant_or_400(install.grant_from_frame, request.query_params, form)
+        try:
+            portal = _install(grant)
+        except install.AuthServerUnavailable as exc:
+            return _retry_later(exc)
+        return render(request, "bitrixapp/install.html", _page_context(portal))
 
 
 @method_decorator(xframe_options_exempt, name="dispatch")
@@ -68,17 +101,15 @@ class AppPageView(InboundEndpoint):
         portal = Portal.objects.filter(member_id=grant.member_id).first()
         if portal is None or portal.status == Portal.Status.UNINSTALLED:
             raise not_found("this portal has not installed the app; install it from Bitrix24")
-        if portal.application_token and not secrets_equal(
-            grant.application_token, portal.application_token
-        ):
-            raise forbidden("APPLICATION_TOKEN does not match the one stored at install")
-        revived = install.revive(portal, grant)
+        if portal.application_token:
+            check_application_token(portal, grant.application_token, "APPLICATION_TOKEN")
+        revived, refused = install.revive(portal, grant)
         if install.needs_setup(portal):
             with transaction.atomic():
                 install.queue_setup(portal)
         context = _page_context(portal)
-        context["revived"] = revived
-        return render(request._request, "bitrixapp/app.html", context)
+        context.update(revived=revived, revive_refused=refused)
+        return render(request, "bitrixapp/app.html", context)
 
 
 def _page_context(portal: Portal) -> dict[str, Any]:
@@ -97,8 +128,7 @@ class EventsView(InboundEndpoint):
         form = self.form(request)
         name = text(form, "event").upper()
         if name == "ONAPPINSTALL":
-            portal = install.install(_grant_or_400(install.grant_from_event, form))
-            return JsonResponse({"status": "installed", "member_id": portal.member_id})
+            return _install_event(form)
         portal = portal_for_event(
             text(form, "auth", "member_id"), text(form, "auth", "application_token")
         )

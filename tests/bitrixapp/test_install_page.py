@@ -73,9 +73,13 @@ def _auto_post_page(action: str, fields: dict[str, str]) -> bytes:
 
 
 def test_install_page_calls_install_finish_in_a_real_browser(
-    live_server, stub_sdk, settings, tmp_path
+    live_server, stub_sdk, settings, tmp_path, fake
 ):
     settings.BITRIX24_JS_SDK_URL = f"{stub_sdk}/bx24.js"
+    # The auth server vouches for the tokens the page posts, and names the portal's endpoint.
+    fake.add_portal(
+        "browser1", access_token="acc", refresh_token="ref"
+    ).endpoint = "https://acme.bitrix24.ru/rest/"
     query = urlencode({"DOMAIN": "acme.bitrix24.ru", "PROTOCOL": "1", "LANG": "ru", "APP_SID": "s"})
     _Stub.start_page = _auto_post_page(
         f"{live_server.url}/bitrix/install/?{query}",

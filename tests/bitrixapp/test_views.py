@@ -11,6 +11,26 @@ from bitrixapp.models import B24Command, BitrixEvent, Portal
 pytestmark = pytest.mark.django_db
 
 FORM = "application/x-www-form-urlencoded"
+ACME = "https://acme.bitrix24.ru/rest/"
+
+
+def known_to_auth_server(fake, member_id, endpoint=ACME):
+    """Make the Bitrix24 fake's auth server vouch for the literal tokens these tests post:
+    the ONAPPINSTALL pair (acc-1/ref-1) and the frame POST pairs, for the portal at `endpoint`.
+    The pairs do not rotate, so a test may post them more than once."""
+    remote = fake.add_portal(member_id, access_token="acc-1", refresh_token="ref-1")
+    remote.endpoint = endpoint
+    remote.rotate_on_refresh = False
+    remote.sign_in(1, "frame-acc", "frame-ref")
+    remote.sign_in(1, "new-acc", "new-ref")
+    return remote
+
+
+@pytest.fixture(autouse=True)
+def auth_server(fake):
+    fake.remove_portal("race")
+    known_to_auth_server(fake, "m1")
+    return fake
 
 
 def onappinstall(member_id="m1", app_token="apptok", endpoint="https://acme.bitrix24.ru/rest/"):
@@ -293,10 +313,11 @@ def test_app_page_checks_the_application_token(client, installed):
     assert response.status_code == 404
 
 
-def test_app_page_revives_a_portal_that_needs_reauth(client, installed):
+def test_app_page_revives_a_portal_that_needs_reauth(client, installed, auth_server):
     Portal.objects.filter(pk=installed.pk).update(
         status=Portal.Status.NEEDS_REAUTH, last_error="token refresh refused"
     )
+    auth_server.portal("m1").endpoint = None  # user.admin is asked on a portal that answers
     url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1"
     response = client.post(
         url, frame_post(APPLICATION_TOKEN="apptok", AUTH_ID="new-acc", REFRESH_ID="new-ref")
@@ -344,12 +365,14 @@ def test_wrong_types_in_a_json_event_are_named(client, installed):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_frame_post_and_onappinstall_arriving_together_make_one_portal():
+def test_frame_post_and_onappinstall_arriving_together_make_one_portal(auth_server):
     import threading
 
     from django.db import connection
     from django.test import Client
 
+    auth_server.remove_portal("m1")  # the literal tokens now belong to the portal "race"
+    known_to_auth_server(auth_server, "race")
     statuses = []
 
     def post(path, data, query=""):

@@ -2,8 +2,9 @@
 
 The fake listens on 127.0.0.1 (ephemeral port) so the application's real HTTP stack, timeouts
 and retries are exercised. Behaviour follows /work/shared/reference/bitrix24.md:
-section 0 (request conventions), 1 (telephony), 2 (messageservice), 3.3 (OAuth refresh)
-and 4 (leaky bucket, operating budget, system errors, batch).
+section 0 (request conventions), 1 (telephony), 2 (messageservice), 3.3 (OAuth refresh: the
+answer names the portal by member_id/client_endpoint and the user by user_id), 4 (leaky bucket,
+operating budget, system errors, batch) and 5 (`user.admin`, `profile` of the token's user).
 
 Stdlib only: it must be importable without Django settings.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "FakeBitrix24",
     "FakePortal",
     "ListResult",
+    "Session",
     "parse_php_query",
     "php_flatten",
 ]
@@ -204,6 +206,15 @@ class _Outcome:
         if self.time is not None:
             body["time"] = self.time
         return body
+
+
+@dataclass
+class Session:
+    """A token pair of one user of a portal: what that user's frame POST carries (§3.1)."""
+
+    user_id: str
+    access_token: str
+    refresh_token: str
 
 
 @dataclass
@@ -502,6 +513,15 @@ class FakePortal:
         self.application_token = application_token or secrets.token_hex(16)
         self.access_expires_at = fake.clock() + TOKEN_LIFETIME
         self.refresh_revoked = False
+        # The auth server answers with the portal's client_endpoint; None = this fake's REST URL.
+        # Tests set a foreign one (e.g. https://acme.bitrix24.ru/rest/) when only OAuth matters.
+        self.endpoint: str | None = None
+        # Real refresh tokens rotate. Off: a refresh answers the same pair again, for tests that
+        # post fixed literal tokens more than once.
+        self.rotate_on_refresh = True
+        self.admins: set[str] = {"1"}  # user IDs for which user.admin / profile say ADMIN
+        self.sessions: list[Session] = []  # other users' token pairs (see sign_in)
+        self.caller_id = "1"  # the user whose token the current REST call carries
         self.installed = True  # app.info INSTALLED (False until BX24.installFinish, §3.2)
         self.bucket: tuple[float, float] | None = None  # (drain per s, size) override
         self.users: list[dict[str, Any]] = []
@@ -527,7 +547,7 @@ class FakePortal:
 
     @property
     def client_endpoint(self) -> str:
-        return self._fake.rest_url
+        return self.endpoint or self._fake.rest_url
 
     @property
     def access_expired(self) -> bool:
@@ -545,6 +565,19 @@ class FakePortal:
         """Issue a fresh token pair out of band (as if the user opened the app again)."""
         with self._fake._lock:
             self._fake._rotate(self)
+
+    def sign_in(
+        self,
+        user_id: int | str = 1,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+    ) -> Session:
+        """A user opens the app: Bitrix24 issues a token pair of that user (§3.1). Its refresh
+        token works at the auth server and its access token calls REST as that user."""
+        session = Session(str(user_id), access_token or _new_token(), refresh_token or _new_token())
+        with self._fake._lock:
+            self.sessions.append(session)
+        return session
 
     def add_user(self, user_id: int | str, **fields: Any) -> dict[str, Any]:
         """Add a user row for user.get / USER_ID validation (IDs are strings, as in Bitrix)."""
@@ -603,12 +636,15 @@ class FakePortal:
         }
         return dict(php_flatten(message))
 
-    def frame_payload(self, placement: str = "DEFAULT", options: str = "") -> dict[str, str]:
-        """POST fields sent when the app page opens in the Bitrix24 iframe (§3.1)."""
+    def frame_payload(
+        self, placement: str = "DEFAULT", options: str = "", session: Session | None = None
+    ) -> dict[str, str]:
+        """POST fields sent when the app page opens in the Bitrix24 iframe (§3.1), with the
+        tokens of `session` (a user who signed in) or else the app's own pair."""
         return {
-            "AUTH_ID": self.access_token,
+            "AUTH_ID": session.access_token if session else self.access_token,
             "AUTH_EXPIRES": str(TOKEN_LIFETIME),
-            "REFRESH_ID": self.refresh_token,
+            "REFRESH_ID": session.refresh_token if session else self.refresh_token,
             "SERVER_ENDPOINT": self.client_endpoint,
             "APPLICATION_TOKEN": self.application_token,
             "APPLICATION_SCOPE": SCOPE,
@@ -645,8 +681,19 @@ def _app_info(p: FakePortal, _params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _profile(_p: FakePortal, _params: dict[str, Any]) -> dict[str, Any]:
-    return {"ID": 1, "ADMIN": True, "NAME": "Admin", "LAST_NAME": "User"}
+def _profile(p: FakePortal, _params: dict[str, Any]) -> dict[str, Any]:
+    user = p.find_user("ID", p.caller_id) or {}
+    return {
+        "ID": int(p.caller_id),
+        "ADMIN": p.caller_id in p.admins,
+        "NAME": user.get("NAME", ""),
+        "LAST_NAME": user.get("LAST_NAME", ""),
+    }
+
+
+def _user_admin(p: FakePortal, _params: dict[str, Any]) -> bool:
+    # §5: true/false, "can the current user manage app settings".
+    return p.caller_id in p.admins
 
 
 def _event_key(params: dict[str, Any]) -> tuple[str, str]:
@@ -1075,6 +1122,7 @@ def _status_update(p: FakePortal, params: dict[str, Any]) -> bool:
 BUILTIN_METHODS: dict[str, Handler] = {
     "app.info": _app_info,
     "profile": _profile,
+    "user.admin": _user_admin,
     "event.bind": _event_bind,
     "event.unbind": _event_unbind,
     "event.get": _event_get,
@@ -1257,6 +1305,11 @@ class FakeBitrix24(LoopbackFake):
             self._portals[member_id] = portal
         return portal
 
+    def remove_portal(self, member_id: str) -> None:
+        """The portal is gone (app deleted): its tokens are unknown from now on."""
+        with self._lock:
+            self._portals.pop(member_id, None)
+
     def portal(self, member_id: str) -> FakePortal:
         return self._portals[member_id]
 
@@ -1274,6 +1327,8 @@ class FakeBitrix24(LoopbackFake):
         self.delay = 0.0
         self.method_delay: dict[str, float] = {}
         self.oauth_delay = 0.0
+        # "500": the auth server answers 500; "close": it drops the connection. REST unaffected.
+        self.oauth_outage: str | None = None
         self.known_events: set[str] = set(KNOWN_EVENTS)
         self._handlers: dict[str, Handler] = {}
 
@@ -1375,7 +1430,7 @@ class FakeBitrix24(LoopbackFake):
     def _serve(self, handler: _RequestHandler) -> None:
         path = urlsplit(handler.path).path
         body = _read_body(handler)
-        mode = self._outage
+        mode = self._outage or (self.oauth_outage if path.startswith("/oauth/token") else None)
         if mode is not None:
             self._reject(handler, path, body, mode)
             if mode == "close":
@@ -1433,30 +1488,41 @@ class FakeBitrix24(LoopbackFake):
             return 401, {"error": "invalid_client", "error_description": "Invalid client"}
         if params.get("grant_type") != "refresh_token" or not params.get("refresh_token"):
             return 400, {"error": "invalid_request", "error_description": "Unsupported request"}
-        portal = next(
-            (
-                p
-                for p in self._portals.values()
-                if p.refresh_token == params["refresh_token"] and not p.refresh_revoked
-            ),
-            None,
-        )
-        if portal is None:  # unknown, already used (rotated away) or revoked
+        found = self._holder_of(str(params["refresh_token"]))
+        if found is None:  # unknown, already used (rotated away) or revoked
             return 400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
-        self._rotate(portal)
+        portal, session = found
+        if session is None:
+            if portal.rotate_on_refresh:
+                self._rotate(portal)
+            pair, user_id = (portal.access_token, portal.refresh_token), "1"
+        else:
+            if portal.rotate_on_refresh:
+                self._retired_access[session.access_token] = portal.member_id
+                session.access_token, session.refresh_token = _new_token(), _new_token()
+            pair, user_id = (session.access_token, session.refresh_token), session.user_id
         return 200, {
-            "access_token": portal.access_token,
-            "refresh_token": portal.refresh_token,
+            "access_token": pair[0],
+            "refresh_token": pair[1],
             "expires": int(portal.access_expires_at),
             "expires_in": TOKEN_LIFETIME,
-            "client_endpoint": self.rest_url,
-            "server_endpoint": self.rest_url,
+            "client_endpoint": portal.client_endpoint,
+            "server_endpoint": "https://oauth.bitrix.info/rest/",
             "domain": "oauth.bitrix.info",  # the auth server, NOT the portal (§3.3)
             "member_id": portal.member_id,
             "scope": SCOPE,
             "status": "L",
-            "user_id": 1,
+            "user_id": int(user_id),
         }
+
+    def _holder_of(self, refresh_token: str) -> tuple[FakePortal, Session | None] | None:
+        for portal in self._portals.values():
+            if portal.refresh_token == refresh_token and not portal.refresh_revoked:
+                return portal, None
+            session = next((s for s in portal.sessions if s.refresh_token == refresh_token), None)
+            if session is not None:
+                return portal, session
+        return None
 
     def _rotate(self, portal: FakePortal) -> None:
         # Refresh tokens rotate: the old pair dies. The old access token is remembered so it
@@ -1521,7 +1587,14 @@ class FakeBitrix24(LoopbackFake):
     def _portal_by_token(self, token: Any) -> FakePortal | None:
         if not token:
             return None
-        found = next((p for p in self._portals.values() if p.access_token == token), None)
+        found = next(
+            (
+                p
+                for p in self._portals.values()
+                if token in (p.access_token, *(s.access_token for s in p.sessions))
+            ),
+            None,
+        )
         retired = self._retired_access.get(str(token))
         return found or (self._portals.get(retired) if retired else None)
 
@@ -1529,8 +1602,13 @@ class FakeBitrix24(LoopbackFake):
         portal = self._portal_by_token(token)
         if portal is None:
             return None, system_error("NO_AUTH_FOUND")
+        session = next((s for s in portal.sessions if s.access_token == token), None)
+        if session is not None:
+            portal.caller_id = session.user_id
+            return portal, None
         if portal.access_token != token or portal.access_expired:
             return portal, system_error("expired_token")
+        portal.caller_id = "1"  # the app's own pair belongs to the installer
         return portal, None
 
     def _bucket_of(self, portal: FakePortal) -> tuple[float, float]:
