@@ -6,5 +6,6 @@ class TelephonyConfig(AppConfig):
     verbose_name = "Telephony"
 
     def ready(self) -> None:
-        # Registers outbox result handlers and Bitrix24 event handlers.
-        from telephony import bitrix_events, directory, results  # noqa: F401
+        # Registers outbox result handlers, Bitrix24 event handlers and the `pbx` section of
+        # the configuration file.
+        from telephony import bitrix_events, config, directory, results  # noqa: F401
