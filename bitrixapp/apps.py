@@ -6,5 +6,6 @@ class BitrixAppConfig(AppConfig):
     verbose_name = "Bitrix24 platform"
 
     def ready(self) -> None:
-        # Registers the outbox result handlers used by install/setup.
-        from bitrixapp import install  # noqa: F401
+        # Registers the outbox result handlers used by install/setup; describes the endpoints
+        # in the OpenAPI schema.
+        from bitrixapp import install, schema  # noqa: F401

@@ -7,5 +7,5 @@ class TelephonyConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers outbox result handlers, Bitrix24 event handlers and the `pbx` section of
-        # the configuration file.
-        from telephony import bitrix_events, config, directory, results  # noqa: F401
+        # the configuration file; describes the PBX webhook in the OpenAPI schema.
+        from telephony import bitrix_events, config, directory, results, schema  # noqa: F401
