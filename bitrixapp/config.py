@@ -1,4 +1,4 @@
-"""Configuration as code (DESIGN.md §5): a portal's setup as one YAML or JSON file.
+"""Configuration as code (docs/configuration.md): a portal's setup as one YAML or JSON file.
 
 The file names its `portal` and has one top-level section per app: telephony registers `pbx`,
 the SMS app registers `sms`. This module is the frame every section shares:
@@ -10,7 +10,7 @@ the SMS app registers `sms`. This module is the frame every section shares:
   for; a "***" credential on import keeps the stored value (`resolve_credentials`).
 
 A section (see `Section`) checks, applies and exports its own part; `register()` adds it.
-docs/configuration.md describes the format for people.
+
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `pbx` section of the configuration file: a portal's PBX connections (DESIGN.md §5).
+"""The `pbx` section of the configuration file: a portal's PBX connections (docs/configuration.md).
 
 Connections are matched by name, lines by their PBX number, extensions by extension. What the
 file says is applied; what it leaves out is left alone: an omitted setting keeps its current

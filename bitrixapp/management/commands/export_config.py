@@ -1,4 +1,4 @@
-"""`manage.py export_config --portal DOMAIN_OR_MEMBER_ID [--with-secrets]` (DESIGN.md §5).
+"""`manage.py export_config --portal DOMAIN_OR_MEMBER_ID [--with-secrets]` (docs/configuration.md).
 
 Prints the portal's configuration (every registered section) as JSON in the import format,
 with each PBX connection's `webhook_url`. Credential values are shown as "***" unless

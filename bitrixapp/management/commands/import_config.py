@@ -1,4 +1,4 @@
-"""`manage.py import_config FILE`: apply a portal's configuration (DESIGN.md §5).
+"""`manage.py import_config FILE`: apply a portal's configuration (docs/configuration.md).
 
 FILE is YAML or JSON (told by its extension, else by its content), or `-` for stdin. The
 whole file is checked first and applied in one transaction: a bad value changes nothing.
