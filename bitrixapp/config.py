@@ -10,7 +10,6 @@ the SMS app registers `sms`. This module is the frame every section shares:
   for; a "***" credential on import keeps the stored value (`resolve_credentials`).
 
 A section (see `Section`) checks, applies and exports its own part; `register()` adds it.
-
 """
 
 from __future__ import annotations
