@@ -74,7 +74,8 @@ class PbxConnectionAdmin(admin.ModelAdmin):
                 {
                     "fields": credential_inputs,
                     "description": "Stored encrypted and never shown. "
-                    "Leave a field empty to keep its stored value.",
+                    "Leave a field empty to keep its stored value; tick “remove” to drop "
+                    "an optional one.",
                 },
             ),
             ("Call handling", {"fields": tuple(CONNECTION_SETTINGS)}),
