@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API docs page's scripts, served here: no CDN needed
     "bitrixapp",
     "telephony",
     "sms",
@@ -184,6 +186,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "bitrixapp.http.json_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# The OpenAPI schema of the inbound endpoints: GET /api/schema/, browsable at /api/docs/.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Bitrix24 telephony & SMS bridge",
+    "DESCRIPTION": "The endpoints Bitrix24 and the PBXs call. Every error is JSON: "
+    '{"error": code, "detail": words, "field": the wrong field when there is one}.',
+    "VERSION": APP_VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Bitrix24 shows the app pages in an iframe on the portal's own domain.

@@ -1,8 +1,5 @@
 """Admin for PBX connections (credentials never shown), calls with their timeline, PBX events."""
 
-import json
-from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -11,68 +8,25 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.html import format_html
 
+from bitrixapp import credential_form, timeline
 from bitrixapp.inbox_admin import InboundRequestAdmin
-from bitrixapp.models import B24Command
+from bitrixapp.timeline import as_json, lines, when
 from telephony import directory, providers
+from telephony.config import CONNECTION_SETTINGS
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
-
-CREDENTIAL_PREFIX = "credential_"
-JSON_SHOWN_CHARS = 4000  # longer params/results are cut in the timeline (full text: command page)
-
-CONNECTION_SETTINGS = (
-    "api_url",
-    "default_user_id",
-    "show_card",
-    "crm_create",
-    "missed_call_min_duration_s",
-    "route_to_responsible",
-    "log_internal_calls",
-    "only_mapped_lines",
-)
-
-
-def _credential_keys() -> dict[str, list[str]]:
-    """Each credential key of the registered providers → the names of the providers needing it.
-    Loads every provider module, so it is only called while building a connection form."""
-    keys: dict[str, list[str]] = {}
-    for slug in providers.REGISTRY:
-        provider = providers.get(slug)
-        for key in provider.credential_keys:
-            keys.setdefault(key, []).append(provider.name)
-    return keys
-
-
-def _json(value: Any) -> str:
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    return text if len(text) <= JSON_SHOWN_CHARS else text[:JSON_SHOWN_CHARS] + "\n…"
-
-
-def _when(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if moment else ""
-
-
-def _lines(*texts: str) -> SafeString:
-    return format_html_join(mark_safe("<br>"), "{}", ((t,) for t in texts if t))
-
-
-def _table(head: Iterable[str], rows: Iterable[tuple], row_format: str) -> SafeString:
-    return format_html(
-        '<table class="telephony-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
-        format_html_join("", "<th>{}</th>", ((h,) for h in head)),
-        format_html_join("", row_format, rows),
-    )
-
 
 # ---------------------------------------------------------------- connections
 
 
-class PbxConnectionForm(forms.ModelForm):
-    """Credentials as one password input per key: never rendered, empty keeps the stored value.
-    The inputs are added per request by `connection_form()` (they depend on the registry)."""
+def _registered_providers() -> list:
+    """Loads every provider module, so it is only called while building a connection page."""
+    return [providers.get(slug) for slug in providers.REGISTRY]
+
+
+class PbxConnectionForm(credential_form.CredentialsForm):
+    """Credentials as one password input per key (added by `credential_form.credential_form`)."""
 
     provider = forms.ChoiceField(choices=providers.choices)
     api_url = forms.URLField(
@@ -81,50 +35,10 @@ class PbxConnectionForm(forms.ModelForm):
         max_length=200,
         help_text=PbxConnection._meta.get_field("api_url").help_text,
     )
-    credential_fields: dict[str, list[str]] = {}  # credential key → providers needing it
 
     class Meta:
         model = PbxConnection
         fields = ("portal", "name", "provider", "is_active", *CONNECTION_SETTINGS)
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        stored = self.instance.credentials or {}
-        for key, names in self.credential_fields.items():
-            state = "stored; leave empty to keep it" if stored.get(key) else "not set"
-            self.fields[CREDENTIAL_PREFIX + key].help_text = f"{', '.join(names)}: {state}"
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        credentials = dict(self.instance.credentials or {})
-        for key in self.credential_fields:
-            if cleaned.get(CREDENTIAL_PREFIX + key):
-                credentials[key] = cleaned[CREDENTIAL_PREFIX + key]
-        slug = cleaned.get("provider")
-        if slug:
-            provider = providers.get(slug)
-            for key in provider.credential_keys:
-                if not credentials.get(key):
-                    self.add_error(CREDENTIAL_PREFIX + key, f"required by {provider.name}")
-        self.credentials_to_store = credentials
-        return cleaned
-
-    def save(self, commit: bool = True) -> PbxConnection:
-        self.instance.credentials = self.credentials_to_store
-        return super().save(commit)
-
-
-def connection_form() -> type[PbxConnectionForm]:
-    keys = _credential_keys()
-    inputs = {
-        CREDENTIAL_PREFIX + key: forms.CharField(
-            label=key,
-            required=False,
-            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        )
-        for key in keys
-    }
-    return type("PbxConnectionForm", (PbxConnectionForm,), {**inputs, "credential_fields": keys})
 
 
 class PbxLineInline(admin.TabularInline):
@@ -152,7 +66,7 @@ class PbxConnectionAdmin(admin.ModelAdmin):
     actions = ("fill_extensions",)
 
     def get_fieldsets(self, request: HttpRequest, obj: PbxConnection | None = None) -> list:
-        credential_inputs = tuple(CREDENTIAL_PREFIX + key for key in _credential_keys())
+        credential_inputs = credential_form.credential_fields(_registered_providers())
         return [
             (None, {"fields": ("webhook_url_display",)}),
             (None, {"fields": ("portal", "name", "provider", "is_active")}),
@@ -161,15 +75,16 @@ class PbxConnectionAdmin(admin.ModelAdmin):
                 {
                     "fields": credential_inputs,
                     "description": "Stored encrypted and never shown. "
-                    "Leave a field empty to keep its stored value.",
+                    "Leave a field empty to keep its stored value; tick “remove” to drop "
+                    "an optional one.",
                 },
             ),
-            ("Call handling", {"fields": CONNECTION_SETTINGS}),
+            ("Call handling", {"fields": tuple(CONNECTION_SETTINGS)}),
             ("Last error", {"fields": ("last_error", "last_error_at")}),
         ]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
-        kwargs["form"] = connection_form()
+        kwargs["form"] = credential_form.credential_form(PbxConnectionForm, _registered_providers())
         return super().get_form(request, obj, change, **kwargs)
 
     @admin.display(description="webhook URL")
@@ -246,43 +161,21 @@ class PbxConnectionAdmin(admin.ModelAdmin):
 # ---------------------------------------------------------------- calls
 
 
-def _event_row(event: PbxEvent) -> tuple:
+def _event_entry(event: PbxEvent) -> timeline.Entry:
     link = reverse("admin:telephony_pbxevent_change", args=[event.pk])
-    return (
-        _when(event.received_at),
+    cells = (
+        when(event.received_at),
         format_html('<a href="{}">PBX event #{}</a><br>{}', link, event.pk, event.source),
-        _lines(event.state, f"processed {_when(event.processed_at)}" if event.processed_at else ""),
-        format_html("<pre>{}</pre>{}", _json(event.events), event.error),
+        lines(event.state, f"processed {when(event.processed_at)}" if event.processed_at else ""),
+        format_html("<pre>{}</pre>{}", as_json(event.events), event.error),
     )
+    return timeline.Entry(event.received_at, timeline.INBOUND, event.pk, cells)
 
 
-def _command_row(command: B24Command) -> tuple:
-    link = reverse("admin:bitrixapp_b24command_change", args=[command.pk])
-    error = " ".join(filter(None, (command.error_code, command.error_description)))
-    return (
-        _when(command.created_at),
-        format_html('<a href="{}">Bitrix24 #{}</a><br>{}', link, command.pk, command.method),
-        _lines(
-            command.state,
-            f"HTTP {command.http_status}" if command.http_status else "",
-            f"sent {_when(command.sent_at)}" if command.sent_at else "",
-            f"finished {_when(command.finished_at)}" if command.finished_at else "",
-        ),
-        format_html(
-            "<pre>{}</pre>{}<pre>{}</pre>",
-            _json(command.params),
-            error,
-            _json(command.result) if command.result is not None else "",
-        ),
-    )
-
-
-def timeline(call: Call) -> list[tuple]:
-    """The call's PBX events and Bitrix24 commands as table rows, in time order."""
-    events = [(e.received_at, 0, e.pk, _event_row(e)) for e in call.events.order_by("pk")]
-    commands = B24Command.objects.filter(portal_id=call.portal_id, owner_key=call.owner_key)
-    rows = events + [(c.created_at, 1, c.pk, _command_row(c)) for c in commands.order_by("pk")]
-    return [row for *_, row in sorted(rows, key=lambda r: r[:3])]
+def call_timeline(call: Call) -> list[timeline.Entry]:
+    """The call's PBX events and the Bitrix24 commands they caused."""
+    events = [_event_entry(e) for e in call.events.order_by("pk")]
+    return events + timeline.command_entries(call.portal_id, call.owner_key)
 
 
 @admin.register(Call)
@@ -317,20 +210,15 @@ class CallAdmin(admin.ModelAdmin):
 
     @admin.display(description="PBX events and Bitrix24 commands")
     def timeline_table(self, call: Call) -> str:
-        return _table(
-            ("time", "what", "state", "detail"),
-            timeline(call),
-            "<tr>" + "<td>{}</td>" * 4 + "</tr>",
-        )
+        return timeline.render(call_timeline(call))
 
     @admin.display(description="recordings")
     def recordings_table(self, call: Call) -> str:
         # The audio itself (`content`) is never loaded here.
         recordings = CallRecording.objects.filter(call=call).defer("content").order_by("pk")
-        return _table(
+        return timeline.table(
             ("recording", "state", "attempts", "file", "bytes", "error", "created", "attached"),
             (_recording_row(r) for r in recordings),
-            "<tr>" + "<td>{}</td>" * 8 + "</tr>",
         )
 
 
@@ -342,8 +230,8 @@ def _recording_row(r: CallRecording) -> tuple:
         r.filename,
         "" if r.size is None else r.size,
         r.error,
-        _when(r.created_at),
-        _when(r.attached_at),
+        when(r.created_at),
+        when(r.attached_at),
     )
 
 
@@ -359,4 +247,4 @@ class PbxEventAdmin(InboundRequestAdmin):
 
     @admin.display(description="normalized events")
     def normalized_events(self, event: PbxEvent) -> str:
-        return format_html("<pre>{}</pre>", _json(event.events))
+        return format_html("<pre>{}</pre>", as_json(event.events))

@@ -6,9 +6,10 @@ class TelephonyConfig(AppConfig):
     verbose_name = "Telephony"
 
     def ready(self) -> None:
-        # Registers outbox result handlers, Bitrix24 event handlers and the webhook inbox.
+        # Registers outbox result handlers, Bitrix24 event handlers, the webhook inbox and the
+        # `pbx` section of the configuration file; describes the PBX webhook in the schema.
         from bitrixapp import inbox
-        from telephony import bitrix_events, directory, pipeline, results  # noqa: F401
+        from telephony import bitrix_events, config, directory, pipeline, results, schema  # noqa: F401
         from telephony.models import PbxEvent
 
         # Call events never wait behind other work (DESIGN.md principle 7).

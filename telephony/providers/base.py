@@ -153,6 +153,7 @@ class Provider(Protocol):
     slug: ClassVar[str]
     name: ClassVar[str]
     credential_keys: ClassVar[tuple[str, ...]]  # required keys of the credentials dict
+    optional_credential_keys: ClassVar[tuple[str, ...]]  # keys it takes but can do without
     sends_summary: ClassVar[bool]  # True: the call is finished on SUMMARY, not on ENDED
     # Body fields and query parameters masked in the stored request (bracket form for nesting).
     secret_fields: ClassVar[tuple[str, ...]]

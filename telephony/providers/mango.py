@@ -69,6 +69,7 @@ class Mango:
     slug: ClassVar[str] = "mango"
     name: ClassVar[str] = "Mango Office"
     credential_keys: ClassVar[tuple[str, ...]] = ("api_key", "api_salt")
+    optional_credential_keys: ClassVar[tuple[str, ...]] = ()
     # events/summary is "the final event of the call; after it the call can be considered
     # finished" (VPBX API §3.1.6), so the call is finished on SUMMARY, not on a leg's ENDED.
     sends_summary: ClassVar[bool] = True

@@ -1,4 +1,4 @@
-"""`manage.py import_config FILE`: apply a portal's PBX configuration (DESIGN.md §5).
+"""`manage.py import_config FILE`: apply a portal's configuration (docs/configuration.md).
 
 FILE is YAML or JSON (told by its extension, else by its content), or `-` for stdin. The
 whole file is checked first and applied in one transaction: a bad value changes nothing.
@@ -9,11 +9,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from telephony import config
+from bitrixapp import config
 
 
 class Command(BaseCommand):
-    help = "Create or update a portal's PBX connections, lines and extensions from a file."
+    help = "Create or update a portal's setup (PBX connections, lines, extensions) from a file."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="YAML or JSON file; - reads stdin")

@@ -1,18 +1,19 @@
-"""`manage.py export_config --portal DOMAIN_OR_MEMBER_ID [--with-secrets]` (DESIGN.md §5).
+"""`manage.py export_config --portal DOMAIN_OR_MEMBER_ID [--with-secrets]` (docs/configuration.md).
 
-Prints the portal's PBX configuration as JSON in the import format, with each connection's
-`webhook_url`. Credential values are shown as "***" unless --with-secrets is given.
+Prints the portal's configuration (every registered section) as JSON in the import format,
+with each PBX connection's `webhook_url`. Credential values are shown as "***" unless
+--with-secrets is given.
 """
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from telephony import config
+from bitrixapp import config
 
 
 class Command(BaseCommand):
-    help = "Print a portal's PBX configuration as JSON (the import_config format)."
+    help = "Print a portal's configuration as JSON (the import_config format)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--portal", required=True, help="domain or member_id")
