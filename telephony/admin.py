@@ -31,6 +31,7 @@ CONNECTION_SETTINGS = (
     "route_to_responsible",
     "log_internal_calls",
     "only_mapped_lines",
+    "callback_extension",
 )
 
 

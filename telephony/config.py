@@ -111,6 +111,7 @@ PBX_SETTINGS: dict[str, Callable[[Any], Any]] = {
     "route_to_responsible": _bool,
     "log_internal_calls": _bool,
     "only_mapped_lines": _bool,
+    "callback_extension": _text(64, blank=True),
 }
 
 
