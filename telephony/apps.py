@@ -6,5 +6,5 @@ class TelephonyConfig(AppConfig):
     verbose_name = "Telephony"
 
     def ready(self) -> None:
-        # Registers outbox result handlers and Bitrix24 event handlers.
-        from telephony import bitrix_events, directory, results  # noqa: F401
+        # Registers outbox result and send-time handlers and Bitrix24 event handlers.
+        from telephony import bitrix_events, cards, directory, results  # noqa: F401
