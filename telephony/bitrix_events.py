@@ -90,9 +90,14 @@ def ring_callback(call: Call, owner: int | None) -> None:
     the reason, and the connection shows the error, so the client's request is not lost."""
     from telephony import tasks
 
+    state = CallState.from_json(call.state)
+    if not state.awaiting_responsible:
+        return  # routed already: the lookup's answer came twice (a resend after a lost reply)
+    state.awaiting_responsible = False
     connection = call.connection
     extension = callback_extension(connection, owner)
     if extension:
+        pipeline.save_state(call, state)
         transaction.on_commit(lambda: tasks.originate.delay(call.pk, extension), robust=True)
         return
     reason = (
@@ -103,7 +108,7 @@ def ring_callback(call: Call, owner: int | None) -> None:
     connection.record_error(reason)
     call.last_error = reason
     state, intents = engine.originate_failed(
-        CallState.from_json(call.state),
+        state,
         reason,
         pipeline.policy_of(connection),
         call.command_id,

@@ -211,7 +211,9 @@ def click_to_call(
 def callback_requested(phone: str, line_number: str) -> tuple[CallState, list[Intent]]:
     """A CRM callback form (ONEXTERNALCALLBACKSTART): first ask Bitrix24 who owns the client,
     whose extension rings first (the tasks pick the extension once the answer is in)."""
-    state = CallState(origin="callback", client_number=phone, line_number=line_number)
+    state = CallState(
+        origin="callback", client_number=phone, line_number=line_number, awaiting_responsible=True
+    )
     return state, [FindResponsible(phone)]
 
 

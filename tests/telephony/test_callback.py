@@ -13,7 +13,10 @@ from telephony.models import Call, PbxConnection
 from tests.conftest import wait_until
 from tests.telephony.conftest import CLIENT_E164, LINE
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+def worker_flow(test):
+    return pytest.mark.worker(pytest.mark.django_db(transaction=True)(test))
+
 
 OWNER_WITH_EXTENSION = 13  # extension 103 on the connection
 OWNER_WITHOUT_EXTENSION = 77  # a Bitrix24 user, but not mapped on the PBX
@@ -55,6 +58,7 @@ def rung_extension(pbx):
     return callback["from"]["extension"]
 
 
+@worker_flow
 def test_the_clients_crm_owner_rings_and_the_call_is_logged_for_them(pbx, start_worker):
     crm_owner(pbx, OWNER_WITH_EXTENSION)
     configure(pbx, default_user_id=12)
@@ -74,6 +78,7 @@ def test_the_clients_crm_owner_rings_and_the_call_is_logged_for_them(pbx, start_
     assert (params["USER_ID"], params["TYPE"], params["SHOW"]) == (13, 4, 1)
 
 
+@worker_flow
 def test_an_owner_without_extension_falls_back_to_the_default_user(pbx, start_worker):
     crm_owner(pbx, OWNER_WITHOUT_EXTENSION)
     configure(pbx, default_user_id=12)
@@ -83,6 +88,7 @@ def test_an_owner_without_extension_falls_back_to_the_default_user(pbx, start_wo
     assert pbx.methods() == ["searchCrmEntities"]
 
 
+@worker_flow
 def test_then_the_connections_callback_extension_rings(pbx, start_worker):
     configure(pbx, default_user_id=OWNER_WITHOUT_EXTENSION, callback_extension="500")
     start_worker()
@@ -90,6 +96,7 @@ def test_then_the_connections_callback_extension_rings(pbx, start_worker):
     assert rung_extension(pbx) == "500"
 
 
+@worker_flow
 def test_when_nobody_can_ring_bitrix24_gets_a_failed_call_with_the_reason(pbx, start_worker):
     crm_owner(pbx, OWNER_WITHOUT_EXTENSION)
     configure(pbx, default_user_id=None, callback_extension="")
@@ -120,6 +127,7 @@ def test_when_nobody_can_ring_bitrix24_gets_a_failed_call_with_the_reason(pbx, s
     assert call.phase == "finished" and call.status_code == "OTHER"
 
 
+@worker_flow
 def test_a_callback_the_pbx_refuses_is_logged_as_failed_for_whoever_was_to_ring(pbx, start_worker):
     configure(pbx, default_user_id=12)
     pbx.mango.callback_result = 3100
@@ -130,3 +138,23 @@ def test_a_callback_the_pbx_refuses_is_logged_as_failed_for_whoever_was_to_ring(
     assert (register["USER_ID"], register["SHOW"], register["TYPE"]) == (12, 0, 4)
     assert finish["STATUS_CODE"] == "OTHER" and "3100" in finish["FAILED_REASON"]
     assert "originate failed" in PbxConnection.objects.get(pk=pbx.connection.pk).last_error
+
+
+@pytest.mark.django_db
+def test_the_owners_answer_delivered_twice_rings_once(pbx, django_capture_on_commit_callbacks):
+    """A resend after a lost reply settles the lookup again: the callback is placed once."""
+    from bitrixapp import events, outbox
+    from bitrixapp.models import B24Command
+    from tests.conftest import drain
+
+    crm_owner(pbx, OWNER_WITH_EXTENSION)
+    with django_capture_on_commit_callbacks():
+        request_callback(pbx)
+    events.process(BitrixEvent.objects.get().pk)
+    with django_capture_on_commit_callbacks() as first:
+        drain(pbx.portal)
+    lookup = B24Command.objects.get(method="telephony.externalCall.searchCrmEntities")
+    with django_capture_on_commit_callbacks() as second:
+        outbox._run_handler(lookup)
+    assert len(first) >= 1 and second == []  # the first queued the originate; no second one
+    assert Call.objects.get().state["awaiting_responsible"] is False

@@ -293,6 +293,7 @@ def test_callback_request_asks_for_the_clients_crm_owner_first():
     state, out = engine.callback_requested(CLIENT, LINE)
     assert out == [engine.FindResponsible(CLIENT)]
     assert (state.origin, state.registered, state.line_number) == ("callback", False, LINE)
+    assert state.awaiting_responsible  # nothing rings until the owner's answer is in
 
 
 @pytest.mark.parametrize(("user", "logged_for"), [(77, 77), (None, 1)])
