@@ -49,6 +49,7 @@ RESULT_HANDLERS: dict[str, ResultHandler] = {}
 # (it is then cancelled, never sent). Feature apps register them; this layer knows none.
 BeforeSend = Callable[[B24Command, dict[str, Any]], dict[str, Any] | None]
 BEFORE_SEND: dict[str, BeforeSend] = {}
+NOT_SENT = "no longer worth sending when its turn came (e.g. a card for a call that has ended)"
 
 
 def before_send(method: str) -> Callable[[BeforeSend], BeforeSend]:
@@ -369,7 +370,7 @@ def _resolved(command: B24Command, batch_keys: dict[int, str]) -> dict[str, Any]
     final = _before_send(command, params)
     if final is None:
         with transaction.atomic():
-            _finish(command, State.CANCELLED, error="NOT_SENT", description="stale when due")
+            _finish(command, State.CANCELLED, error="NOT_SENT", description=NOT_SENT)
     return final
 
 
