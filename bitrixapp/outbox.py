@@ -43,6 +43,25 @@ ResultHandler = Callable[[B24Command], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
 
 
+# The last word on a command's params, by method, just before it is sent: a command may wait
+# long in the queue (a Bitrix24 outage) and what was right when it was queued may not be now.
+# A hook returns the params to send, or None when the command is no longer worth sending
+# (it is then cancelled, never sent). Feature apps register them; this layer knows none.
+BeforeSend = Callable[[B24Command, dict[str, Any]], dict[str, Any] | None]
+BEFORE_SEND: dict[str, BeforeSend] = {}
+NOT_SENT = "no longer worth sending when its turn came (e.g. a card for a call that has ended)"
+
+
+def before_send(method: str) -> Callable[[BeforeSend], BeforeSend]:
+    """Register a function that finalizes the params of `method` commands at send time."""
+
+    def register(fn: BeforeSend) -> BeforeSend:
+        BEFORE_SEND[method.lower()] = fn
+        return fn
+
+    return register
+
+
 def result_handler(name: str) -> Callable[[ResultHandler], ResultHandler]:
     """Register a function called (in the settling transaction) when a command is done or failed."""
 
@@ -340,13 +359,30 @@ def send(portal: Portal, commands: list[B24Command]) -> None:
 
 
 def _resolved(command: B24Command, batch_keys: dict[int, str]) -> dict[str, Any] | None:
-    """The command's params ready to send, or None (and the command failed) if a ref is broken."""
+    """The command's params ready to send, or None: the command failed (a broken ref) or was
+    cancelled (its send-time hook says it is no longer worth sending)."""
     try:
-        return resolve(command, batch_keys)
+        params = resolve(command, batch_keys)
     except LookupError as exc:
         with transaction.atomic():
             _finish(command, State.FAILED, error="DEPENDENCY_RESULT_MISSING", description=str(exc))
         return None
+    final = _before_send(command, params)
+    if final is None:
+        with transaction.atomic():
+            _finish(command, State.CANCELLED, error="NOT_SENT", description=NOT_SENT)
+    return final
+
+
+def _before_send(command: B24Command, params: dict[str, Any]) -> dict[str, Any] | None:
+    hook = BEFORE_SEND.get(command.method.lower())
+    if hook is None:
+        return params
+    try:
+        return hook(command, params)
+    except Exception:  # a hook bug must not stall the owner's lane: send what was queued
+        log.exception("before-send hook for %s failed on command %s", command.method, command.pk)
+        return params
 
 
 def _send_single(portal: Portal, command: B24Command) -> None:

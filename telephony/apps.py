@@ -6,10 +6,19 @@ class TelephonyConfig(AppConfig):
     verbose_name = "Telephony"
 
     def ready(self) -> None:
-        # Registers outbox result handlers, Bitrix24 event handlers, the webhook inbox and the
-        # `pbx` section of the configuration file; describes the PBX webhook in the schema.
+        # Registers outbox result and send-time handlers, Bitrix24 event handlers, the webhook
+        # inbox and the `pbx` section of the configuration file; describes the PBX webhook in
+        # the OpenAPI schema.
         from bitrixapp import inbox
-        from telephony import bitrix_events, config, directory, pipeline, results, schema  # noqa: F401
+        from telephony import (  # noqa: F401
+            bitrix_events,
+            cards,
+            config,
+            directory,
+            pipeline,
+            results,
+            schema,
+        )
         from telephony.models import PbxEvent
 
         # Call events never wait behind other work (DESIGN.md principle 7).

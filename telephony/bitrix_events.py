@@ -74,20 +74,59 @@ def click_to_call(event: BitrixEvent) -> None:
 
 @event_handler("ONEXTERNALCALLBACKSTART")
 def callback_form(event: BitrixEvent) -> None:
-    """A CRM callback form: ring the line's default user first, then the visitor."""
-    from telephony import tasks
-
+    """A CRM callback form: ask Bitrix24 who owns the client; `ring_callback` goes on."""
     data = _data(event)
-    phone = str(data.get("PHONE_NUMBER") or "")
-    connection = connection_for_line(event.portal, str(data.get("LINE_NUMBER") or ""))
+    phone, line = str(data.get("PHONE_NUMBER") or ""), str(data.get("LINE_NUMBER") or "")
+    connection = connection_for_line(event.portal, line)
     if connection is None or not phone:
         raise NoRoute("no PBX connection for the callback, or no PHONE_NUMBER")
-    extension = extension_of(connection, connection.default_user_id)
-    if not extension:
-        raise NoRoute(f"connection {connection.name!r}: its default user has no extension")
-    state = CallState(origin="callback", client_number=phone)
+    state, intents = engine.callback_requested(phone, line)
     call = _new_call(connection, Call.Origin.CALLBACK, state)
-    transaction.on_commit(lambda: tasks.originate.delay(call.pk, extension), robust=True)
+    pipeline.emit(call, intents)
+
+
+def ring_callback(call: Call, owner: int | None) -> None:
+    """The client's CRM owner is known (or not): ring the first extension that can take the
+    callback. When none can, the request is still logged in Bitrix24 as a failed call with
+    the reason, and the connection shows the error, so the client's request is not lost."""
+    from telephony import tasks
+
+    state = CallState.from_json(call.state)
+    if not state.awaiting_responsible:
+        return  # routed already: the lookup's answer came twice (a resend after a lost reply)
+    state.awaiting_responsible = False
+    connection = call.connection
+    extension = callback_extension(connection, owner)
+    if extension:
+        pipeline.save_state(call, state)
+        transaction.on_commit(lambda: tasks.originate.delay(call.pk, extension), robust=True)
+        return
+    reason = (
+        f"nobody can take the callback: neither the client's CRM owner nor the default user "
+        f"has an extension on PBX connection {connection.name!r}, and no callback extension "
+        "is set"
+    )
+    connection.record_error(reason)
+    call.last_error = reason
+    state, intents = engine.originate_failed(
+        state,
+        reason,
+        pipeline.policy_of(connection),
+        call.command_id,
+        user=owner,
+    )
+    pipeline.emit(call, intents)
+    pipeline.save_state(call, state)
+
+
+def callback_extension(connection: PbxConnection, owner: int | None) -> str:
+    """Who rings for a callback: the CRM owner, else the default user, else the connection's
+    callback extension or group; "" when none of them can."""
+    for user in (owner, connection.default_user_id):
+        extension = extension_of(connection, user) if user else ""
+        if extension:
+            return extension
+    return connection.callback_extension
 
 
 def _new_call(connection: PbxConnection, origin: str, state: CallState, **fields: Any) -> Call:

@@ -27,6 +27,7 @@ CALLBACK_TYPE = 4
 
 MISSED = "304"
 SUCCESS = "200"
+FAILED = "OTHER"  # the call was never placed: "undefined" in Bitrix24's list, with a reason
 
 
 # ---------------------------------------------------------------- policy and state
@@ -207,13 +208,49 @@ def click_to_call(
     )
 
 
-def originate_failed(state: CallState, reason: str) -> tuple[CallState, list[Intent]]:
-    """The PBX refused to start a click-to-call: finish the CRM's call as failed."""
+def callback_requested(phone: str, line_number: str) -> tuple[CallState, list[Intent]]:
+    """A CRM callback form (ONEXTERNALCALLBACKSTART): first ask Bitrix24 who owns the client,
+    whose extension rings first (the tasks pick the extension once the answer is in)."""
+    state = CallState(
+        origin="callback", client_number=phone, line_number=line_number, awaiting_responsible=True
+    )
+    return state, [FindResponsible(phone)]
+
+
+def originate_failed(
+    state: CallState,
+    reason: str,
+    policy: Policy | None = None,
+    call_key: str = "",
+    user: int | None = None,
+) -> tuple[CallState, list[Intent]]:
+    """The call could not be placed (the PBX refused it, or nobody can ring): finish it as
+    failed with the reason. A callback Bitrix24 has no call for yet is registered first,
+    without a card (the offline recipe of reference §1.5), for `user` or the default user,
+    so the client's request still shows up in the CRM."""
     new = CallState.from_json(state.to_json())
-    if new.finished or new.register_user is None:
-        return new, []
-    new.finished, new.status_code, new.duration = True, "OTHER", 0
-    return new, [Finish(new.register_user, 0, "OTHER", reason[:250])]
+    out: list[Intent] = []
+    if new.finished:
+        return new, out
+    if not new.registered and policy is not None:
+        owner = user or policy.default_user
+        if owner is not None and new.client_number:
+            _register(new, owner, False, policy, out, call_key)
+    new.finished, new.status_code, new.duration = True, FAILED, 0
+    if new.register_user is None:
+        new.problem = f"{reason}; no Bitrix24 user to log it for: set a default user"
+        return new, out
+    out.append(Finish(new.register_user, 0, FAILED, reason[:250]))
+    return new, out
+
+
+def cards_still_due(state: CallState, users: list[int]) -> list[int]:
+    """Of the users a queued register or show meant to open a card for, those it is still
+    worth opening it for now that the command leaves (it may have waited out a Bitrix24
+    outage): nobody once the call has ended, and nobody whose card was closed meanwhile."""
+    if state.finished or state.ignored:
+        return []
+    return [user for user in users if user in state.shown]
 
 
 # ---------------------------------------------------------------- event handling
@@ -359,7 +396,10 @@ def _register_if_due(
     if user is None or not state.client_number:
         return  # still in the IVR or a queue: wait for an employee (or the end)
     ringing_now = user in state.ringing_users or user == state.answered_user
-    show = policy.show_card and not state.late and ringing_now
+    _register(state, user, policy.show_card and not state.late and ringing_now, policy, out, key)
+
+
+def _register(state: CallState, user: int, show: bool, policy: Policy, out: list, key: str) -> None:
     call_type = (
         CALLBACK_TYPE
         if state.origin == "callback"

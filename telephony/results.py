@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from bitrixapp.models import B24Command
 from bitrixapp.outbox import result_handler
-from telephony import engine, pipeline
+from telephony import bitrix_events, engine, pipeline
 from telephony.engine import CallState
 from telephony.models import Call, CallRecording
 
@@ -27,12 +27,16 @@ def _registered(command: B24Command) -> None:
 
 @result_handler("telephony.responsible")
 def _responsible(command: B24Command) -> None:
-    """searchCrmEntities answered (or failed): register the call for the owner, or without."""
+    """searchCrmEntities answered (or failed): register the call for the owner, or without;
+    for a CRM callback request, ring the owner's extension (or the next in line)."""
     call_pk = int(command.owner_key.split(":")[1])
     owner = None
     if command.state == DONE and isinstance(command.result, list) and command.result:
         owner = command.result[0].get("ASSIGNED_BY_ID")
     call = Call.objects.select_for_update().select_related("connection").get(pk=call_pk)
+    if call.origin == Call.Origin.CALLBACK:
+        bitrix_events.ring_callback(call, int(owner) if owner else None)
+        return
     state, intents = engine.responsible_found(
         CallState.from_json(call.state),
         int(owner) if owner else None,

@@ -38,7 +38,16 @@ def originate(call_id: int, extension: str) -> None:
         connection.record_error(f"originate failed: {exc}")
         with transaction.atomic():
             locked = Call.objects.select_for_update().get(pk=call_id)
-            state, intents = engine.originate_failed(CallState.from_json(locked.state), str(exc))
+            policy = pipeline.policy_of(connection)
+            # A refused callback has no call in Bitrix24 yet: it is logged for the user whose
+            # extension was to ring, so the client's request is not lost.
+            state, intents = engine.originate_failed(
+                CallState.from_json(locked.state),
+                str(exc),
+                policy,
+                locked.call_key or locked.command_id,
+                user=policy.user_of(extension),
+            )
             locked.last_error = f"originate failed: {exc}"[:2000]
             pipeline.emit(locked, intents)
             pipeline.save_state(locked, state)

@@ -1,4 +1,4 @@
-"""Click-to-call (ONEXTERNALCALLSTART) and the CRM callback form (ONEXTERNALCALLBACKSTART)."""
+"""Click-to-call (ONEXTERNALCALLSTART); the CRM callback form is in test_callback.py."""
 
 import pytest
 
@@ -97,34 +97,3 @@ def test_j_the_same_click_delivered_twice_starts_one_call(pbx):
     for _ in range(2):
         click(pbx, call_id)
     assert Call.objects.count() == 1
-
-
-def test_k_callback_form_rings_the_default_users_extension_then_logs_type_4(pbx):
-    pbx.connection.default_user_id = 12
-    pbx.connection.save()
-    bitrix_event(
-        pbx,
-        "ONEXTERNALCALLBACKSTART",
-        PHONE_NUMBER=CLIENT_E164,
-        LINE_NUMBER=LINE,
-        TEXT="Call me back",
-        VOICE="ruinternalfemale",
-    )
-    call = Call.objects.get()
-    tasks.originate(call.pk, "102")
-    assert pbx.mango.callbacks[0]["from"] == {"extension": "102"}
-    pbx.play(
-        "call__appeared_callback",
-        command_id=call.command_id,
-        entry="CB1",
-        to__extension="102",
-    )
-    ((_, register),) = pbx.calls()
-    assert register["TYPE"] == 4
-
-
-def test_k_callback_without_a_routable_user_fails_the_event_clearly(pbx):
-    pbx.connection.default_user_id = 99
-    pbx.connection.save()
-    event = bitrix_event(pbx, "ONEXTERNALCALLBACKSTART", PHONE_NUMBER=CLIENT_E164, LINE_NUMBER=LINE)
-    assert event.state == "failed" and "no extension" in event.error

@@ -289,6 +289,47 @@ def test_failed_originate_finishes_the_crm_call_with_the_reason():
     assert engine.originate_failed(state, "again")[1] == []
 
 
+def test_callback_request_asks_for_the_clients_crm_owner_first():
+    state, out = engine.callback_requested(CLIENT, LINE)
+    assert out == [engine.FindResponsible(CLIENT)]
+    assert (state.origin, state.registered, state.line_number) == ("callback", False, LINE)
+    assert state.awaiting_responsible  # nothing rings until the owner's answer is in
+
+
+@pytest.mark.parametrize(("user", "logged_for"), [(77, 77), (None, 1)])
+def test_a_callback_nobody_can_take_is_registered_silently_and_finished_as_failed(user, logged_for):
+    state, _ = engine.callback_requested(CLIENT, LINE)
+    state, out = engine.originate_failed(state, "nobody can take it", POLICY, "cmd1", user=user)
+    register, finish = out
+    assert (register.user_id, register.show, register.call_type) == (logged_for, False, 4)
+    assert (register.external_call_id, register.line_number) == ("c1:cmd1", LINE)
+    assert finish == Finish(logged_for, 0, "OTHER", "nobody can take it")
+    assert state.finished and state.status_code == "OTHER"
+    assert engine.originate_failed(state, "again", POLICY, "cmd1")[1] == []
+
+
+def test_a_failed_callback_with_nobody_to_log_it_for_says_so():
+    policy = Policy(external_id_prefix="c1")
+    state, _ = engine.callback_requested(CLIENT, LINE)
+    state, out = engine.originate_failed(state, "nobody can take it", policy, "cmd1")
+    assert out == [] and state.finished and "set a default user" in state.problem
+
+
+@pytest.mark.parametrize(
+    ("events", "due"),
+    [
+        ([ev(Kind.RINGING, leg="a", ext="101")], [11]),
+        ([ev(Kind.RINGING, leg="a", ext="101"), summary(False)], []),
+        ([ev(Kind.RINGING, leg="a", ext="101"), ev(Kind.ENDED, leg="a", ext="101", seq=2)], []),
+        ([ev(Kind.RINGING, leg="a", ext="101"), ev(Kind.RINGING, leg="b", ext="102")], [11, 12]),
+    ],
+    ids=["ringing", "ended", "card-closed", "both-ringing"],
+)
+def test_cards_still_due_when_a_queued_command_finally_leaves(events, due):
+    state, _ = run(events)
+    assert engine.cards_still_due(state, [11, 12]) == due
+
+
 def test_callback_form_call_is_type_4():
     state = CallState(origin="callback")
     state, out = run(
