@@ -273,3 +273,43 @@ def test_ctrl_c_stops_every_process(serve: Serve) -> None:
     assert not [pid for pid in children if alive(pid)]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{serve.url}/healthz", timeout=2)
+
+
+SUPERVISE = """
+import sys
+from bitrixapp.supervisor import Supervisor
+py = sys.executable
+sys.exit(Supervisor({
+    "crashy": [py, "-c", "print('up', flush=True); raise SystemExit(3)"],
+    "steady": [py, "-c", "import time; print('up', flush=True); time.sleep(600)"],
+}, out=sys.stdout).run())
+"""
+
+
+def test_a_crashing_child_is_restarted_with_a_growing_pause_and_the_others_left_alone(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "supervise.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISE],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "restarting in 4 s" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        _kill_group(proc.pid)
+    text = log.read_text()
+    pauses = re.findall(r"crashy \| exited \(exit code 3\); restarting in (\d+) s", text)
+    assert pauses[:3] == ["1", "2", "4"]
+    assert len(re.findall(r"steady \| started", text)) == 1
+    assert re.search(r"crashy \| up$", text, re.M) and re.search(r"steady \| up$", text, re.M)
+    assert "stopping steady" in text or "stopping crashy, steady" in text
