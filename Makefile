@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Web (gunicorn) + Celery worker + beat in the foreground; Ctrl-C stops all of them.
+# Web (gunicorn), Celery worker, dispatcher and beat in the foreground; a crashed one is
+# restarted, Ctrl-C stops all of them. The same settings as every `manage.py` command: DEBUG
+# stays off unless set (DEBUG=1 make run), keys are generated once under var/.
 run: $(STAMP)
-	DEBUG=$${DEBUG-1} $(PY) manage.py serve
+	$(PY) manage.py serve
 
 # The whole suite against real PostgreSQL and Redis (started here if installed but stopped).
 test: $(STAMP)
@@ -38,7 +40,8 @@ format: $(STAMP)
 check-deploy: $(STAMP)
 	DEBUG=0 SECRET_KEY=$$($(PY) -c 'import secrets;print(secrets.token_urlsafe(50))') \
 	FIELD_ENCRYPTION_KEYS=$$($(PY) -c 'from cryptography.fernet import Fernet;print(Fernet.generate_key().decode())') \
-	ALLOWED_HOSTS=example.com $(PY) manage.py check --deploy --fail-level WARNING
+	ALLOWED_HOSTS=example.com APP_BASE_URL=https://example.com \
+	$(PY) manage.py check --deploy --fail-level WARNING
 
 clean:
 	rm -rf var/broker var/cache var/celerybeat-schedule*

@@ -3,7 +3,8 @@
 `FIELD_ENCRYPTION_KEYS` is a comma-separated list, newest first: values are encrypted with the
 first key and decrypted with any of them (cryptography's MultiFernet), so a key is rotated by
 prepending a new one and running `manage.py rotate_encryption_keys`. A key may be a Fernet key
-or any passphrase (stretched with SHA-256). In DEBUG without keys, one is derived from SECRET_KEY.
+or any passphrase (stretched with SHA-256). Settings always provide at least one: from the
+environment, or in embedded mode from a key file generated on first run.
 """
 
 import base64
@@ -30,8 +31,7 @@ def _keyring(keys: tuple[str, ...]) -> MultiFernet:
 
 
 def keyring() -> MultiFernet:
-    keys = tuple(settings.FIELD_ENCRYPTION_KEYS) or ("derived:" + settings.SECRET_KEY,)
-    return _keyring(keys)
+    return _keyring(tuple(settings.FIELD_ENCRYPTION_KEYS))
 
 
 def encrypt(plaintext: str) -> str:

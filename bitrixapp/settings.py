@@ -1,30 +1,77 @@
 """Settings, all from the environment (django-environ); see README for every variable.
 
-With nothing set this is the embedded mode of `make run`: SQLite under var/, Celery on the
-filesystem transport, no Redis. DATABASE_URL / REDIS_URL switch to PostgreSQL and Redis.
+With nothing set this is the embedded mode of `make run`: SQLite under VAR_DIR (`var/`), Celery
+on the filesystem transport, no Redis, DEBUG off, and SECRET_KEY and FIELD_ENCRYPTION_KEYS
+generated on first run into key files under VAR_DIR. `make run` and every management command
+load exactly these settings, so they always agree. DATABASE_URL / REDIS_URL switch to
+PostgreSQL and Redis; with DATABASE_URL (and DEBUG off) the keys must come from the environment.
 """
 
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from bitrixapp import keyfiles
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+SQLITE_PATH = VAR_DIR / "db.sqlite3"
+
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "dev-insecure-secret-key-change-me-" + "x" * 20
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+
+# Key files live next to the SQLite database they protect. A deployment on an external
+# database passes its keys in the environment instead: its processes may run on hosts (or in
+# containers) that share no VAR_DIR, and a key file lost with a container would leave every
+# stored token unreadable. DEBUG (a developer's machine) may use key files with any database.
+KEY_FILES_ALLOWED = DEBUG or not env.str("DATABASE_URL", default="")
+# What earlier versions encrypted with when `make run` had no keys (derived from a fixed,
+# public SECRET_KEY); kept readable once, until `rotate_encryption_keys` (see key file).
+LEGACY_DEV_FIELD_KEY = "derived:dev-insecure-secret-key-change-me-" + "x" * 20
+
+
+def _from_env_or_key_file(name: str, filename: str, generate: Callable[[], str]) -> str:
+    value = env.str(name, default="")
+    if value:
+        return value
+    if not KEY_FILES_ALLOWED:
+        raise ImproperlyConfigured(
+            f"{name} must be set when DATABASE_URL is set and DEBUG is off "
+            "(docs/operations.md, section 1)"
+        )
+    return keyfiles.read_or_create(VAR_DIR / filename, generate)
+
+
+def _new_field_keys() -> str:
+    return keyfiles.new_field_keys(LEGACY_DEV_FIELD_KEY if SQLITE_PATH.exists() else None)
+
+
+SECRET_KEY = _from_env_or_key_file("SECRET_KEY", "secret_key", keyfiles.new_secret_key).strip()
+FIELD_ENCRYPTION_KEYS = keyfiles.parse_field_keys(
+    _from_env_or_key_file("FIELD_ENCRYPTION_KEYS", "field_encryption_keys", _new_field_keys)
+)
+if not FIELD_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEYS: no key in it or in {VAR_DIR}")
 
 HOST = env.str("HOST", default="127.0.0.1")
 PORT = env.int("PORT", default=8000)
 APP_BASE_URL = env.str("APP_BASE_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# The public URL decides the host names to answer to and whether the HTTPS-only protections
+# apply: on plain http://127.0.0.1 (make run, no tunnel) secure cookies would never be sent
+# back and an HTTPS redirect would lock the browser out.
+_public = urlsplit(APP_BASE_URL)
+PUBLIC_HTTPS = _public.scheme == "https"
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS",
+    default=[h for h in dict.fromkeys([_public.hostname, "127.0.0.1", "localhost"]) if h],
+)
+CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}"]
 APP_VERSION = "0.1.0"
 
 BITRIX24_CLIENT_ID = env.str("BITRIX24_CLIENT_ID", default="")
@@ -92,8 +139,7 @@ TEMPLATES = [
     }
 ]
 
-VAR_DIR.mkdir(exist_ok=True)
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{SQLITE_PATH}")}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web, worker and beat share one file: WAL lets readers run beside the writer, and
     # IMMEDIATE transactions make writers queue instead of failing with "database is locked".
@@ -154,10 +200,6 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Done commands and processed events are kept this long for the admin timeline.
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=30)
 
-FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
-if not FIELD_ENCRYPTION_KEYS and not DEBUG:
-    raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when DEBUG is off")
-
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -170,6 +212,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
+# Served by WhiteNoise. Without DEBUG the hashed (manifest) names need `collectstatic`: the
+# Docker image runs it at build time, `manage.py serve` (make run) at every start.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -204,14 +248,15 @@ SPECTACULAR_SETTINGS = {
 X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
-    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PUBLIC_HTTPS)
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    # Inside the Bitrix24 iframe the admin session cookie is a third-party cookie.
-    SESSION_COOKIE_SAMESITE = "None"
-    CSRF_COOKIE_SAMESITE = "None"
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SESSION_COOKIE_SECURE = PUBLIC_HTTPS
+    CSRF_COOKIE_SECURE = PUBLIC_HTTPS
+    # Inside the Bitrix24 iframe the admin session cookie is a third-party cookie; browsers
+    # accept SameSite=None only on secure cookies.
+    SESSION_COOKIE_SAMESITE = "None" if PUBLIC_HTTPS else "Lax"
+    CSRF_COOKIE_SAMESITE = "None" if PUBLIC_HTTPS else "Lax"
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if PUBLIC_HTTPS else 0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -10,6 +10,7 @@ os.environ["DATABASE_URL"] = os.environ.get(
 )
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DEBUG", "1")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
 os.environ.setdefault("BITRIX24_ALLOW_HTTP", "1")
 os.environ.setdefault("BITRIX24_CLIENT_ID", "app.test")
 os.environ.setdefault("BITRIX24_CLIENT_SECRET", "test-client-secret")

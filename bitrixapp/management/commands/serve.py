@@ -1,7 +1,6 @@
-"""`make run`: migrate, print the URLs to enter in Bitrix24, run web, workers and beat.
-
-honcho supervises the three processes: their output is interleaved with a name prefix, and
-Ctrl-C (or one of them dying) stops all of them.
+"""`make run`: migrate, collect static files, print the URLs to enter in Bitrix24, then run
+web, worker, dispatcher and beat under the supervisor (bitrixapp.supervisor): output
+prefixed per process, a crashed process restarted, Ctrl-C stops all of them.
 """
 
 import sys
@@ -9,50 +8,59 @@ import sys
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from honcho.manager import Manager
+
+from bitrixapp.supervisor import Supervisor
 
 WORK_QUEUES = "calls,recordings,sms,default"
 DISPATCH_QUEUE = "bitrix"
 
 
 class Command(BaseCommand):
-    help = "Run web, Celery worker and beat in the foreground (the `make run` command)."
+    help = "Run web, Celery worker, dispatcher and beat in the foreground (`make run`)."
 
     def handle(self, *args: object, **options: object) -> None:
         call_command("migrate", interactive=False, verbosity=0)
-        self._print_urls()
-        manager = Manager()
-        for name, cmd in self._processes().items():
-            manager.add_process(name, cmd)
-        manager.loop()
-        sys.exit(manager.returncode)
+        if not settings.DEBUG:
+            # The manifest storage serves hashed names listed by collectstatic (fast when
+            # nothing changed); DEBUG serves the apps' files directly instead.
+            call_command("collectstatic", interactive=False, verbosity=0)
+        self._print_banner()
+        sys.exit(Supervisor(self._processes(), out=sys.stdout).run())
 
-    def _processes(self) -> dict[str, str]:
-        py = sys.executable
+    def _processes(self) -> dict[str, list[str]]:
         # Embedded mode: solo pools, and the rate limiter lives in the one dispatcher process.
         pool = "--pool=solo" if settings.EMBEDDED else "--concurrency=2"
-        celery = f"{py} -m celery -A bitrixapp"
-        return {
-            "web": f"{py} -m gunicorn bitrixapp.wsgi --bind {settings.HOST}:{settings.PORT} "
-            "--workers 2 --access-logfile -",
+        celery = "-m celery -A bitrixapp"
+        commands = {
+            "web": "-m gunicorn bitrixapp.wsgi -c python:bitrixapp.gunicorn_conf "
+            f"--bind {settings.HOST}:{settings.PORT}",
             # Call events, recordings and the like never queue behind Bitrix24 dispatch.
             "worker": f"{celery} worker -n worker@%h -Q {WORK_QUEUES} {pool} --loglevel INFO",
             "dispatcher": f"{celery} worker -n dispatcher@%h -Q {DISPATCH_QUEUE} {pool} "
             "--loglevel INFO",
             "beat": f"{celery} beat --loglevel INFO",
         }
+        # sys.executable stays one argument even if its path has spaces.
+        return {name: [sys.executable, *args.split()] for name, args in commands.items()}
 
-    def _print_urls(self) -> None:
+    def _print_banner(self) -> None:
         base = settings.APP_BASE_URL
         mode = "embedded (SQLite, no Redis)" if settings.EMBEDDED else "PostgreSQL/Redis"
+        debug = "DEBUG on" if settings.DEBUG else "DEBUG off (DEBUG=1 make run turns it on)"
         lines = [
-            f"Bitrix24 telephony & SMS bridge — {mode}, on {settings.HOST}:{settings.PORT}",
+            f"Bitrix24 telephony & SMS bridge — {mode}, {debug}",
+            f"Listening on {settings.HOST}:{settings.PORT}",
             "Enter these in the Bitrix24 application settings:",
             f"  Application URL (handler path)   {base}/bitrix/app/",
             f"  Initial installation path        {base}/bitrix/install/",
             f"  Event handler (bound on install) {base}/bitrix/events/",
             f"Admin: {base}/admin/  (create a login: .venv/bin/python manage.py createsuperuser)",
         ]
+        if settings.KEY_FILES_ALLOWED:
+            lines.append(
+                f"Keys: {settings.VAR_DIR}/secret_key and field_encryption_keys unless set in "
+                "the environment; back them up with the database."
+            )
         if not base.startswith("https://"):
             lines.append("Note: Bitrix24 calls only public https URLs; set APP_BASE_URL to one.")
         self.stdout.write("\n".join(lines) + "\n")

@@ -1,0 +1,28 @@
+"""gunicorn settings of the web process, shared by `make run` and docker/ (`-c python:...`).
+
+Threaded workers (gthread): a client that sends its body slowly, or not at all, holds one
+thread, not a whole worker, so /healthz and the webhooks of other clients keep being answered.
+With the sync worker two such connections were enough to stop `make run` answering. In
+production a buffering reverse proxy (docker/Caddyfile) in front receives whole requests first.
+WEB_WORKERS and WEB_THREADS size it; the command line may override anything here.
+"""
+
+import os
+
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_WORKERS", "2"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
+# A worker that stops reporting for this long (stuck, not merely busy: gthread reports from
+# its main thread) is killed and replaced.
+timeout = 30
+# On restart or shutdown, requests in progress get this long to finish.
+graceful_timeout = 20
+# Idle keep-alive connections wait in the worker's poller, not in a thread, and close after this.
+keepalive = 5
+# Caps against oversized headers (the body cap is WEBHOOK_MAX_BODY_BYTES in the app).
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = "-"
+# gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl):
+# a second instance (tests, another checkout) would take it over. Nothing here uses it.
+control_socket_disable = True
