@@ -489,8 +489,8 @@ def _crashed(
     log.exception("command %s (%s): crashed while %s", command.pk, command.method, stage)
     with transaction.atomic():
         fresh = B24Command.objects.select_for_update().filter(pk=command.pk).first()
-        if fresh is None or fresh.state != State.SENDING:
-            return
+        if fresh is None or fresh.state != State.SENDING or fresh.sent_at != command.sent_at:
+            return  # settled already, or released and claimed by another dispatcher since
         reply = _Reply(0, 0)
         reply.error = APP_EXCEPTION
         reply.description = f"crashed while {stage}: {type(exc).__name__}: {exc}"
