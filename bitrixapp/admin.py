@@ -15,7 +15,7 @@ from bitrixapp.models import B24Command, BitrixEvent, Portal
 
 @admin.register(Portal)
 class PortalAdmin(admin.ModelAdmin):
-    list_display = ("domain", "member_id", "status", "plan", "app_status", "last_error_at")
+    list_display = ("domain", "member_id", "status", "parked", "plan", "app_status")
     list_filter = ("status", "detected_plan", "plan_override")
     search_fields = ("domain", "member_id")
     # Secrets are left out of the form entirely; only whether they are set is shown.
@@ -25,6 +25,7 @@ class PortalAdmin(admin.ModelAdmin):
         "client_endpoint",
         "server_endpoint",
         "status",
+        "parked",
         "app_status",
         "detected_plan",
         "plan_override",
@@ -42,6 +43,16 @@ class PortalAdmin(admin.ModelAdmin):
     )
     readonly_fields = tuple(f for f in fields if f != "plan_override")
     actions = ("rerun_setup",)
+
+    @admin.display(description="parked")
+    def parked(self, portal: Portal) -> str:
+        """Why and since when nothing is sent to the portal (outbox.park, token refresh):
+        its commands wait for a re-install or an app-page open, then fail after the retry
+        horizon."""
+        if portal.status != Portal.Status.NEEDS_REAUTH:
+            return ""
+        since = f"{portal.last_error_at:%Y-%m-%d %H:%M} UTC" if portal.last_error_at else "?"
+        return f"since {since}: {portal.last_error or 'needs re-authorization'}"
 
     @admin.display(description="tokens")
     def tokens(self, portal: Portal) -> str:

@@ -10,20 +10,23 @@ earlier one's result through `ref()`, which becomes `$result[...]` inside a batc
 
 import logging
 import random
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Exists, F, OuterRef, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bitrixapp import ratelimit, rest
 from bitrixapp.formdata import Raw, php_query
@@ -36,7 +39,11 @@ State = B24Command.State
 BATCH_LIMIT = 50  # Bitrix24's own maximum per batch
 SOLO_METHODS = {"batch"}  # never inside a batch (nested batch is refused)
 SOLO_PARAM_CHARS = 100_000  # big payloads (recordings) go alone: a batch must finish in 60 s
-LEASE = timedelta(seconds=180)  # a claimed row returns to the queue if its worker dies
+# A claimed row returns to the queue if its dispatcher dies. The lease is short so that a
+# killed dispatcher's commands go again within seconds; a live one renews it every
+# HEARTBEAT_S while its request is in flight (a Bitrix24 request may take up to ~65 s).
+LEASE = timedelta(seconds=15)
+HEARTBEAT_S = 5.0
 DISPATCH_SLICE_S = 2.0  # one task serves a portal this long, then queues its continuation
 
 ResultHandler = Callable[[B24Command], None]
@@ -127,9 +134,9 @@ def kick_after_commit(portal_id: int) -> None:
         transaction.on_commit(lambda: kick(portal_id), robust=True)
 
 
-def _kick_quietly(portal_id: int) -> None:
+def _kick_quietly(portal_id: int, force: bool = False) -> None:
     try:
-        kick(portal_id)
+        kick(portal_id, force=force)
     except Exception:
         log.exception("could not queue the dispatcher for portal %s; the sweeper will", portal_id)
 
@@ -187,7 +194,10 @@ def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
         commands = claim(portal)
         if not commands:  # every ready row waits behind an earlier one of its owner
             break
-        send(portal, commands)
+        try:
+            send(portal, commands)
+        except Exception as exc:  # one bad command must not stop the portal's others
+            _send_crashed(portal, commands, exc)
     _end_run(portal_id, portal)
 
 
@@ -352,23 +362,76 @@ def _is_solo(command: B24Command) -> bool:
 
 def send(portal: Portal, commands: list[B24Command]) -> None:
     log.info("portal %s: sending %d command(s)", portal.member_id, len(commands))
-    if len(commands) == 1:
-        _send_single(portal, commands[0])
-    else:
-        _send_batch(portal, commands)
+    with _Heartbeat(commands):
+        if len(commands) == 1:
+            _send_single(portal, commands[0])
+        else:
+            _send_batch(portal, commands)
 
 
-def _resolved(command: B24Command, batch_keys: dict[int, str]) -> dict[str, Any] | None:
-    """The command's params ready to send, or None: the command failed (a broken ref) or was
-    cancelled (its send-time hook says it is no longer worth sending)."""
+class _Heartbeat:
+    """Renews the lease of claimed commands while their request is in flight, so that only a
+    dead dispatcher's commands are released, never a slow but live one's. A thread of its
+    own: the dispatcher itself is blocked in the HTTP request. It touches the database only
+    when a send outlasts HEARTBEAT_S (most take milliseconds)."""
+
+    def __init__(self, commands: list[B24Command]):
+        self.ids = [c.pk for c in commands]
+        self.claimed_at = commands[0].sent_at
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="b24-lease", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(HEARTBEAT_S):
+                try:
+                    _ours(self.ids, self.claimed_at).update(lease_until=timezone.now() + LEASE)
+                except DatabaseError:
+                    log.warning("could not renew the lease of commands %s", self.ids)
+        finally:
+            connections.close_all()  # this thread's own connection, if it opened one
+
+
+def _ours(ids: Iterable[int], claimed_at: datetime | None) -> QuerySet[B24Command]:
+    """The rows of this claim still in our hands: a row whose lease expired may have been
+    released and claimed again (a new sent_at), and then its new dispatcher settles it."""
+    return B24Command.objects.filter(pk__in=list(ids), state=State.SENDING, sent_at=claimed_at)
+
+
+def _lock_ours(commands: list[B24Command]) -> set[int]:
+    return set(
+        _ours([c.pk for c in commands], commands[0].sent_at)
+        .select_for_update()
+        .values_list("id", flat=True)
+    )
+
+
+def _resolved(
+    portal: Portal, command: B24Command, batch_keys: dict[int, str]
+) -> dict[str, Any] | None:
+    """The command's params ready to send, or None: they cannot be made (a broken ref, or any
+    bug in resolving them: that command fails, the others go), or the command was cancelled
+    by its send-time hook."""
     try:
-        params = resolve(command, batch_keys)
+        with transaction.atomic():
+            params = resolve(command, batch_keys)
     except LookupError as exc:
         with transaction.atomic():
             _finish(command, State.FAILED, error="DEPENDENCY_RESULT_MISSING", description=str(exc))
         return None
+    except Exception as exc:
+        _crashed(portal, command, exc, "preparing the request", Outcome.PERMANENT)
+        return None
     final = _before_send(command, params)
-    if final is None:
+    if final is None:  # its send-time hook says it is no longer worth sending
         with transaction.atomic():
             _finish(command, State.CANCELLED, error="NOT_SENT", description=NOT_SENT)
     return final
@@ -386,13 +449,14 @@ def _before_send(command: B24Command, params: dict[str, Any]) -> dict[str, Any] 
 
 
 def _send_single(portal: Portal, command: B24Command) -> None:
-    params = _resolved(command, {})
+    params = _resolved(portal, command, {})
     if params is None:
         return
     portal, reply = rest.call_with_refresh(portal, command.method, params)
     _track_operating(portal, command.method, reply.time)
     with transaction.atomic():
-        settle(portal, command, reply.outcome, reply=_Reply.of(reply))
+        if command.pk in _lock_ours([command]):
+            _settle_guarded(portal, command, reply.outcome, _Reply.of(reply))
 
 
 def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
@@ -403,7 +467,7 @@ def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
             with transaction.atomic():  # it must not overtake the broken one; next round decides
                 _requeue(command, delay_s=0, count_attempt=False)
             continue
-        params = _resolved(command, keys)
+        params = _resolved(portal, command, keys)
         if params is None:
             broken_owners.add(command.owner_key)
             continue
@@ -417,11 +481,69 @@ def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
     portal, reply = rest.call_with_refresh(portal, "batch", {"halt": 1, "cmd": cmd})
     batch_id = uuid.uuid4().hex
     with transaction.atomic():
+        ours = _lock_ours(commands)
+        commands = [c for c in commands if c.pk in ours]
         if reply.outcome is not Outcome.OK:
             for command in commands:
-                settle(portal, command, reply.outcome, reply=_Reply.of(reply, batch_id))
+                _settle_guarded(portal, command, reply.outcome, _Reply.of(reply, batch_id))
             return
         _settle_batch(portal, commands, keys, reply, batch_id)
+
+
+# ---------------------------------------------------------------- crashes while sending
+
+# Exceptions that say "the infrastructure hiccuped" (database connection, network, Redis):
+# the command is retried with backoff. Any other exception is a bug or data the app cannot
+# handle; the same command would crash again, so it fails at once with the reason kept.
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+APP_EXCEPTION = "APP_EXCEPTION"  # error_code of a command the app itself crashed on
+
+
+def _outcome_of(exc: BaseException) -> Outcome:
+    return Outcome.TRANSIENT if isinstance(exc, TRANSIENT_EXCEPTIONS) else Outcome.PERMANENT
+
+
+def _settle_guarded(portal: Portal, command: B24Command, outcome: Outcome, reply: "_Reply") -> None:
+    """settle() in a savepoint: if recording this answer crashes (say a DataError on a result
+    PostgreSQL will not store), only this command is classified; its batch mates are kept."""
+    try:
+        with transaction.atomic():
+            settle(portal, command, outcome, reply=reply)
+    except Exception as exc:
+        _crashed(portal, command, exc, "recording the answer of Bitrix24", _outcome_of(exc))
+
+
+def _crashed(
+    portal: Portal, command: B24Command, exc: Exception, stage: str, outcome: Outcome
+) -> None:
+    """Classify a command the app crashed on; it is never left in `sending`."""
+    log.exception("command %s (%s): crashed while %s", command.pk, command.method, stage)
+    with transaction.atomic():
+        fresh = B24Command.objects.select_for_update().filter(pk=command.pk).first()
+        if fresh is None or fresh.state != State.SENDING or fresh.sent_at != command.sent_at:
+            return  # settled already, or released and claimed by another dispatcher since
+        reply = _Reply(0, 0)
+        reply.error = APP_EXCEPTION
+        reply.description = f"crashed while {stage}: {type(exc).__name__}: {exc}"
+        settle(portal, fresh, outcome, reply=reply)
+
+
+def _send_crashed(portal: Portal, commands: list[B24Command], exc: Exception) -> None:
+    """send() itself raised: its request may or may not have reached Bitrix24. Classify the
+    commands of the claim still in `sending`; if even that fails (database down), their
+    lease runs out and the sweeper returns them to the queue."""
+    stage = "sending (the request may have reached Bitrix24)"
+    try:
+        for command in commands:
+            _crashed(portal, command, exc, stage, _outcome_of(exc))
+    except Exception:
+        log.exception("could not record the crash of commands %s", [c.pk for c in commands])
 
 
 def _php_map(value: Any) -> dict[str, Any]:
@@ -457,7 +579,7 @@ def _settle_batch(
         else:
             part.error, part.description = "BATCH_NO_ANSWER", "batch answered nothing for it"
             outcome = Outcome.TRANSIENT
-        settle(portal, command, outcome, reply=part)
+        _settle_guarded(portal, command, outcome, part)
 
 
 class _Reply:
@@ -500,7 +622,9 @@ def resolve(command: B24Command, batch_keys: dict[int, str]) -> dict[str, Any]:
 def _deref(dep_id: int, path: list, batch_keys: dict[int, str]) -> Any:
     if dep_id in batch_keys:
         return Raw(f"$result[{batch_keys[dep_id]}]" + "".join(f"[{p}]" for p in path))
-    value = B24Command.objects.values_list("result", flat=True).get(pk=dep_id)
+    value = B24Command.objects.values_list("result", flat=True).filter(pk=dep_id).first()
+    if value is None and not B24Command.objects.filter(pk=dep_id).exists():
+        raise LookupError(f"command #{dep_id} it refers to no longer exists")
     for part in path:
         try:
             value = value[part]
@@ -553,7 +677,9 @@ def _on_transient(portal: Portal, command: B24Command, reply: _Reply) -> None:
 
 
 def _on_portal_blocked(portal: Portal, command: B24Command, reply: _Reply) -> None:
-    # Kept, not counted: it goes out once the portal is re-authorized.
+    # Kept, not counted: it goes out once the portal is re-authorized, or fails after the
+    # retry horizon (expire_parked).
+    park(portal, f"{reply.error}: {reply.description}".strip(": "))
     _requeue(command, delay_s=0, count_attempt=False)
 
 
@@ -643,10 +769,69 @@ def pause_method(portal: Portal, method: str, until: float) -> None:
 
 
 def release_expired_leases() -> int:
-    """Commands whose worker died mid-send go back to the queue (they may be sent again)."""
-    return B24Command.objects.filter(state=State.SENDING, lease_until__lt=timezone.now()).update(
-        state=State.PENDING, lease_until=None, next_attempt_at=timezone.now()
+    """Commands whose dispatcher died mid-send go back to the queue (they may be sent again)
+    and their portals get a dispatcher at once. A live dispatcher keeps renewing its leases
+    (_Heartbeat), so only a dead one's expire."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = dict(
+            B24Command.objects.select_for_update(skip_locked=True)
+            .filter(state=State.SENDING, lease_until__lt=now)
+            .values_list("id", "portal_id")
+        )
+        B24Command.objects.filter(pk__in=list(expired)).update(
+            state=State.PENDING, lease_until=None, next_attempt_at=now
+        )
+    for portal_id in set(expired.values()):
+        _kick_quietly(portal_id, force=True)
+    if expired:
+        log.warning("released %d command(s) of a dispatcher that died mid-send", len(expired))
+    return len(expired)
+
+
+def park(portal: Portal, reason: str) -> None:
+    """Stop sending for a portal Bitrix24 refuses as a whole (PORTAL_DELETED,
+    PAYMENT_REQUIRED, APPLICATION_NOT_FOUND). Its commands wait for a re-install or an
+    app-page open (install.revive) and fail after the retry horizon. The first reason and
+    its time are kept: they say why and since when the portal is parked."""
+    now = timezone.now()
+    parked = Portal.objects.filter(pk=portal.pk, status=Portal.Status.ACTIVE).update(
+        status=Portal.Status.NEEDS_REAUTH,
+        last_error=reason[:2000],
+        last_error_at=now,
+        updated_at=now,
     )
+    if parked:
+        log.warning("portal %s parked: %s", portal.member_id, reason)
+    portal.status = Portal.Status.NEEDS_REAUTH
+
+
+def expire_parked(limit: int = 500) -> int:
+    """Fail the open commands of parked portals once they are older than the retry horizon
+    (counted like a transient retry's: from the first send, else from creation)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.BITRIX24_RETRY_HORIZON_S)
+    horizon_h = settings.BITRIX24_RETRY_HORIZON_S / 3600
+    with transaction.atomic():
+        stale = (
+            B24Command.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("portal")
+            .filter(state=State.PENDING, portal__status=Portal.Status.NEEDS_REAUTH)
+            .alias(since=Coalesce("first_sent_at", "created_at"))
+            .filter(since__lt=cutoff)
+            .order_by("id")[:limit]
+        )
+        stale = list(stale)
+        for command in stale:
+            portal = command.portal
+            since = f"{portal.last_error_at:%Y-%m-%d %H:%M} UTC" if portal.last_error_at else "?"
+            _finish(
+                command,
+                State.FAILED,
+                error="PORTAL_PARKED",
+                description=f"gave up after {horizon_h:g} h: the portal is parked since "
+                f"{since} ({portal.last_error or 'needs re-authorization'})",
+            )
+    return len(stale)
 
 
 def portals_with_ready_commands() -> list[int]:

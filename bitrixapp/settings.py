@@ -194,6 +194,10 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "bitrixapp.tasks.sweep", "schedule": 30.0},
+    # Often: a killed dispatcher's commands (15 s lease) go again within ~20 s.
+    "release-outbox-leases": {"task": "bitrixapp.tasks.release_leases", "schedule": 5.0},
+    "expire-parked-commands": {"task": "bitrixapp.tasks.expire_parked", "schedule": 300.0},
+    "resume-recordings": {"task": "telephony.tasks.resume_recordings", "schedule": 60.0},
     "prune-outbox": {"task": "bitrixapp.tasks.prune", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -38,6 +38,22 @@ def sweep() -> dict[str, int]:
 
 
 @shared_task(ignore_result=True)
+def release_leases() -> int:
+    """Every few seconds: commands of a dispatcher that died mid-send go again (their lease,
+    renewed while the dispatcher lives, has run out)."""
+    return outbox.release_expired_leases()
+
+
+@shared_task(ignore_result=True)
+def expire_parked() -> int:
+    """Commands of portals parked longer than the retry horizon fail, with the reason."""
+    expired = outbox.expire_parked()
+    if expired:
+        log.info("expired %d command(s) of parked portals", expired)
+    return expired
+
+
+@shared_task(ignore_result=True)
 def prune() -> None:
     """Drop finished commands and handled events older than the retention period."""
     cutoff = timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)

@@ -2,11 +2,12 @@
 `recordings` for downloads and uploads (bulk), so a slow recording never delays a card."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Q
 from django.utils import timezone
 
 from bitrixapp import rest
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 # Mango's record/added may come before the file can be downloaded: retry with backoff from
 # 30 s up to an hour between tries, for about 24 hours in all.
 DOWNLOAD_RETRIES = 30
+# The database, not the broker, knows when the next try is due (next_attempt_at): a try whose
+# Celery message was lost (Redis data loss) or whose worker died is queued again by
+# resume_recordings once it is RESUME_GRACE overdue. A running try books DOWNLOAD_LEASE.
+DOWNLOAD_LEASE = timedelta(minutes=5)
+RESUME_GRACE = timedelta(minutes=2)
 
 
 @shared_task(ignore_result=True)
@@ -53,26 +59,69 @@ def originate(call_id: int, extension: str) -> None:
             pipeline.save_state(locked, state)
 
 
-@shared_task(bind=True, ignore_result=True, max_retries=DOWNLOAD_RETRIES)
+@shared_task(bind=True, ignore_result=True, max_retries=None)  # the limit is attempts, below
 def download_recording(self, recording_id: int) -> None:
-    recording = CallRecording.objects.select_related("call__connection").get(pk=recording_id)
-    if recording.state != CallRecording.State.PENDING:
+    recording = (
+        CallRecording.objects.select_related("call__connection")
+        .filter(pk=recording_id, state=CallRecording.State.PENDING)
+        .first()
+    )
+    if recording is None:
         return
+    tried = recording.attempts
+    CallRecording.objects.filter(pk=recording_id).update(
+        next_attempt_at=timezone.now() + DOWNLOAD_LEASE
+    )
     connection = recording.call.connection
     try:
         file = providers.get(connection.provider).fetch_recording(
             connection, recording.recording_id
         )
     except ProviderError as exc:
-        CallRecording.objects.filter(pk=recording_id).update(
-            attempts=F("attempts") + 1, error=str(exc)[:2000]
-        )
-        if self.request.retries >= DOWNLOAD_RETRIES:
-            CallRecording.objects.filter(pk=recording_id).update(state=CallRecording.State.FAILED)
+        delay = _download_failed(recording_id, tried, exc)
+        if delay is None:
             return
-        delay = get_exponential_backoff_interval(30, self.request.retries, 3600, full_jitter=True)
         raise self.retry(exc=exc, countdown=delay) from exc
     _store_download(recording_id, file.filename, file.content)
+
+
+def _download_failed(recording_id: int, tried: int, exc: ProviderError) -> float | None:
+    """Record a failed try. Returns the delay before the next one, or None: a permanent
+    refusal or the last try fails the recording, and a try that lost the race to a
+    duplicate of itself (a re-queue by resume_recordings) leaves the retry to the winner."""
+    attempts = tried + 1
+    fields: dict = {"attempts": attempts, "error": str(exc)[:2000]}
+    delay = get_exponential_backoff_interval(30, tried, 3600, full_jitter=True)
+    give_up = exc.permanent or attempts > DOWNLOAD_RETRIES
+    if give_up:
+        fields.update(state=CallRecording.State.FAILED, next_attempt_at=None)
+    else:
+        fields["next_attempt_at"] = timezone.now() + timedelta(seconds=delay)
+    won = CallRecording.objects.filter(
+        pk=recording_id, state=CallRecording.State.PENDING, attempts=tried
+    ).update(**fields)
+    if give_up and won:
+        log.warning("recording %s failed: %s", recording_id, exc)
+    return delay if won and not give_up else None
+
+
+@shared_task(ignore_result=True)
+def resume_recordings() -> int:
+    """Queue downloads whose next try is overdue: their Celery message was lost or their
+    worker died. Each one queued is booked for DOWNLOAD_LEASE so it is not queued twice."""
+    cutoff = timezone.now() - RESUME_GRACE
+    overdue = Q(next_attempt_at__lt=cutoff) | Q(next_attempt_at=None, updated_at__lt=cutoff)
+    due = list(
+        CallRecording.objects.filter(overdue, state=CallRecording.State.PENDING).values_list(
+            "id", flat=True
+        )[:1000]
+    )
+    CallRecording.objects.filter(pk__in=due).update(next_attempt_at=timezone.now() + DOWNLOAD_LEASE)
+    for recording_id in due:
+        download_recording.delay(recording_id)
+    if due:
+        log.info("resume_recordings: %d download(s) queued again", len(due))
+    return len(due)
 
 
 def _store_download(recording_id: int, filename: str, content: bytes) -> None:
@@ -84,6 +133,7 @@ def _store_download(recording_id: int, filename: str, content: bytes) -> None:
         recording.content, recording.size, recording.filename = content, len(content), filename
         recording.state = CallRecording.State.DOWNLOADED
         recording.error = ""
+        recording.next_attempt_at = None
         recording.save()
         pipeline.attach(call, recording)
 

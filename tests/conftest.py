@@ -93,8 +93,17 @@ def _now():
 class Worker:
     """A real `celery worker` process on the test database and Redis."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1):
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        concurrency: int = 1,
+        beat: bool = False,
+    ):
         self.log_path = log_dir / f"worker-{name}.log"
+        # -B: this worker also runs beat (the periodic sweepers), with a schedule file of its own.
+        beat_args = ["-B", "-s", str(log_dir / f"beat-{name}")] if beat else []
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [
@@ -115,6 +124,7 @@ class Worker:
                 "--without-heartbeat",
                 "-l",
                 "INFO",
+                *beat_args,
             ],
             cwd=ROOT,
             env=env,
@@ -170,8 +180,10 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
     """Start real worker processes for this test; all are stopped afterwards."""
     started: list[Worker] = []
 
-    def start(name: str = "w1", concurrency: int = 1, **env: str) -> Worker:
-        worker = Worker(f"{name}-{len(started)}", {**worker_env, **env}, tmp_path, concurrency)
+    def start(name: str = "w1", concurrency: int = 1, beat: bool = False, **env: str) -> Worker:
+        worker = Worker(
+            f"{name}-{len(started)}", {**worker_env, **env}, tmp_path, concurrency, beat
+        )
         started.append(worker)
         return worker
 

@@ -70,7 +70,14 @@ class CallEvent:
 
 
 class ProviderError(Exception):
-    """The PBX refused or failed a command; `message` says why in words an admin can act on."""
+    """The PBX refused or failed a command; `message` says why in words an admin can act on.
+
+    `permanent`: retrying the same request cannot help (the PBX refused it as such), so
+    callers stop at once instead of retrying; False for outages, limits and "not yet"."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class WebhookRejected(Exception):

@@ -193,6 +193,30 @@ class Mango:
         "5xxx": "Mango server error",
     }
 
+    # Command/query `result` codes after which retrying the same request cannot help, looked up
+    # like RESULT_MEANINGS (nearest class). True = permanent: a download fails at once.
+    RESULT_PERMANENT: ClassVar[dict[str, bool]] = {
+        "1xxx": False,  # success codes never reach here
+        "2xxx": False,  # billing: the customer can pay or unblock the account within the day
+        "3xxx": True,  # invalid request: the same request is refused again
+        "3100": True,  # invalid parameters of our request
+        # Wrong credentials: also, Mango blocks the whole product's API after invalid requests
+        # (HTTP 401, one per 2 minutes), so retrying would break click-to-call for everyone.
+        "3102": True,
+        "3105": True,
+        "3103": True,  # a required parameter is missing from our request
+        "3104": True,  # a parameter of our request has the wrong format
+        "3124": True,  # the line cannot be the outgoing number: an admin must change it
+        "32xx": True,  # wrong subscriber number
+        "33xx": True,  # the object does not exist
+        # recording not found: record/added may come before the file is downloadable (the doc
+        # warns availability lags), so "not found" means "not yet" for a while.
+        "3320": False,
+        "4xxx": False,  # the action cannot be performed right now
+        "4001": True,  # command not supported by this product
+        "5xxx": False,  # Mango server error
+    }
+
     # HTTP answers that mean "stop and retry later" whatever the endpoint (VPBX API §1.4).
     HTTP_ERRORS: ClassVar[dict[int, str]] = {
         429: "Mango rate limit exceeded (HTTP 429): too many requests for this product; "
@@ -382,6 +406,11 @@ class Mango:
     def result_meaning(cls, result: str) -> str:
         return code_class_lookup(cls.RESULT_MEANINGS, result) or "unknown result code"
 
+    @classmethod
+    def result_is_permanent(cls, result: str) -> bool:
+        """Unknown or missing codes (an HTML error page, a proxy's 502) count as temporary."""
+        return bool(code_class_lookup(cls.RESULT_PERMANENT, result))
+
     # Outbound -------------------------------------------------------------------------------
 
     def originate(
@@ -405,7 +434,10 @@ class Mango:
         result = _result(answer)
         if answer.status_code == 200 and result == "1000":
             return
-        raise ProviderError(self._refusal("the click-to-call (commands/callback)", answer, result))
+        raise ProviderError(
+            self._refusal("the click-to-call (commands/callback)", answer, result),
+            permanent=self.result_is_permanent(result),
+        )
 
     def fetch_recording(self, connection: ConnectionLike, recording_id: str) -> Recording:
         """queries/recording/post (VPBX API §3.5.1) answers 302 to a one-time file link: the
@@ -416,7 +448,11 @@ class Mango:
         if answer.status_code in REDIRECTS and location:
             answer = self._download(urljoin(answer.url, location), recording_id)
         if answer.status_code != 200 or not answer.content or _is_json(answer):
-            raise ProviderError(self._unavailable(recording_id, answer))
+            result = _result(answer) if _is_json(answer) else ""
+            permanent = self.result_is_permanent(result)
+            raise ProviderError(
+                self._unavailable(recording_id, answer, result, permanent), permanent=permanent
+            )
         return Recording(
             filename=self._recording_filename(recording_id, answer), content=answer.content
         )
@@ -457,10 +493,12 @@ class Mango:
         http = "" if answer.status_code == 200 else f", HTTP {answer.status_code}"
         return f"Mango refused {what}: result {result} ({self.result_meaning(result)}{http})"
 
-    def _unavailable(self, recording_id: str, answer: requests.Response) -> str:
-        result = _result(answer) if _is_json(answer) else ""
+    def _unavailable(
+        self, recording_id: str, answer: requests.Response, result: str, permanent: bool
+    ) -> str:
         detail = f", result {result}: {self.result_meaning(result)}" if result else ""
-        return f"recording {recording_id} not available yet (HTTP {answer.status_code}{detail})"
+        status = "refused by Mango" if permanent else "not available yet"
+        return f"recording {recording_id} {status} (HTTP {answer.status_code}{detail})"
 
     def _recording_filename(self, recording_id: str, answer: requests.Response) -> str:
         content_type = answer.headers.get("Content-Type", "").split(";")[0].strip().lower()
