@@ -25,9 +25,11 @@ from bitrixapp.http import (
     secrets_equal,
     text,
 )
-from bitrixapp.models import Portal
+from bitrixapp.models import BitrixEvent, Portal
 
 log = logging.getLogger(__name__)
+
+EVENT_NAME_MAX = BitrixEvent._meta.get_field("event").max_length
 
 
 def _grant_or_400(build: Any, *args: Any) -> install.Grant:
@@ -94,7 +96,7 @@ class EventsView(InboundEndpoint):
 
     def post(self, request: Request) -> HttpResponse:
         form = self.form(request)
-        name = text(form, "event").upper()
+        name = self._event_name(form)
         if name == "ONAPPINSTALL":
             portal = install.install(_grant_or_400(install.grant_from_event, form))
             return JsonResponse({"status": "installed", "member_id": portal.member_id})
@@ -102,9 +104,17 @@ class EventsView(InboundEndpoint):
         with transaction.atomic():
             stored = events.store(portal, name, form)
             if name == "ONAPPUNINSTALL":
-                clean = str((form.get("data") or {}).get("CLEAN") or "0") == "1"
+                clean = text(form, "data", "CLEAN", required=False) == "1"
                 install.uninstall(portal, clean=clean)
         return JsonResponse({"status": "accepted", "event_id": stored.pk})
+
+    @staticmethod
+    def _event_name(form: dict[str, Any]) -> str:
+        # Checked after upper(): "ß".upper() is "SS", a name can grow past the column.
+        name = text(form, "event").upper()
+        if len(name) > EVENT_NAME_MAX:
+            raise bad_request(f"event is longer than {EVENT_NAME_MAX} characters", field="event")
+        return name
 
     @staticmethod
     def _verified_portal(form: dict[str, Any]) -> Portal:
