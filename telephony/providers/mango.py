@@ -2,7 +2,7 @@
 
 Source for every field and code used here: "API MANGO OFFICE" v1.9 (official PDF), as extracted
 in github.com/G-Ivan-A/mango_ba_prompts, kb/mango-product-docs/processed/vpbx-api/sections/
-(cited below as "VPBX API §x.y"). Summary of the transport: /work/shared/reference/providers.md §1.
+(cited below as "VPBX API §x.y").
 
 Every request in both directions is a form POST with `vpbx_api_key`, `sign` and `json` (the
 payload as a JSON string), signed `sha256_hex(vpbx_api_key + json + vpbx_api_salt)` (§2.4.3).
