@@ -9,12 +9,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from bitrixapp.storable import MAX_DEPTH, shorten
+
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
 
 
 class FormDataError(ValueError):
     """The form cannot be read as bracketed fields; the message names the field."""
+
+    def __init__(self, detail: str, field: str):
+        super().__init__(detail)
+        self.field = shorten(field)
 
 
 def parse_bracketed(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
@@ -23,8 +29,13 @@ def parse_bracketed(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     for key, value in pairs:
         match = _KEY.match(key)
         if not match:
-            raise FormDataError(f"malformed field name {key!r}")
+            raise FormDataError(f"malformed field name {shorten(key)!r}", key)
         path = [match.group(1), *_PART.findall(match.group(2))]
+        if len(path) > MAX_DEPTH:
+            # The tree is built without recursion, but storing it (JSON) recurses.
+            raise FormDataError(
+                f"field {shorten(key)!r} is nested deeper than {MAX_DEPTH} levels", key
+            )
         _assign(root, path, value, key)
     return root
 
@@ -34,7 +45,7 @@ def _assign(node: Any, path: list[str], value: str, key: str) -> None:
         last = i == len(path) - 1
         if isinstance(node, list):
             if part != "":
-                raise FormDataError(f"field {key!r} mixes list and keyed items")
+                raise FormDataError(f"field {shorten(key)!r} mixes list and keyed items", key)
             if last:
                 node.append(value)
                 return
@@ -43,12 +54,12 @@ def _assign(node: Any, path: list[str], value: str, key: str) -> None:
             continue
         if last:
             if isinstance(node.get(part), dict | list):
-                raise FormDataError(f"field {key!r} is both a value and a group")
+                raise FormDataError(f"field {shorten(key)!r} is both a value and a group", key)
             node[part] = value
             return
         child = node.setdefault(part, [] if path[i + 1] == "" else {})
         if not isinstance(child, dict | list):
-            raise FormDataError(f"field {key!r} is both a value and a group")
+            raise FormDataError(f"field {shorten(key)!r} is both a value and a group", key)
         node = child
 
 

@@ -137,12 +137,22 @@ def store(model: type[InboundRequest], **fields: Any) -> InboundRequest | None:
     A `received` row is queued for processing once the caller's transaction commits."""
     try:
         with transaction.atomic():
-            row = model.objects.create(**fields)
+            row = model.objects.create(**{k: _storable(v) for k, v in fields.items()})
     except IntegrityError:
         return None
     if row.state == InboundRequest.State.RECEIVED:
         enqueue(row)
     return row
+
+
+def _storable(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: a raw NUL byte (only ever in a malformed body) is kept
+    visibly escaped instead of failing the whole row."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
 
 
 def enqueue(row: InboundRequest, countdown: float | None = None) -> None:

@@ -24,10 +24,12 @@ from bitrixapp.http import (
     not_found,
     text,
 )
-from bitrixapp.models import Portal
+from bitrixapp.models import BitrixEvent, Portal
 from bitrixapp.webhooks import check_application_token, portal_for_event
 
 log = logging.getLogger(__name__)
+
+EVENT_NAME_MAX = BitrixEvent._meta.get_field("source").max_length
 
 
 # An install refused for being malformed (400) or unproven (403), in our error vocabulary.
@@ -126,7 +128,7 @@ class EventsView(InboundEndpoint):
     def post(self, request: Request) -> HttpResponse:
         body = request.body  # read before the form: kept (tokens masked) as the stored event
         form = self.form(request)
-        name = text(form, "event").upper()
+        name = self._event_name(form)
         if name == "ONAPPINSTALL":
             return _install_event(form)
         portal = portal_for_event(
@@ -135,9 +137,17 @@ class EventsView(InboundEndpoint):
         with transaction.atomic():
             stored = events.store(portal, name, body, request.content_type, request.headers, form)
             if name == "ONAPPUNINSTALL":
-                clean = str((form.get("data") or {}).get("CLEAN") or "0") == "1"
+                clean = text(form, "data", "CLEAN", required=False) == "1"
                 install.uninstall(portal, clean=clean)
         return JsonResponse({"status": "accepted", "event_id": stored.pk})
+
+    @staticmethod
+    def _event_name(form: dict[str, Any]) -> str:
+        # Checked after upper(): "ß".upper() is "SS", a name can grow past the column.
+        name = text(form, "event").upper()
+        if len(name) > EVENT_NAME_MAX:
+            raise bad_request(f"event is longer than {EVENT_NAME_MAX} characters", field="event")
+        return name
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -10,14 +10,15 @@ Processing parses the stored body again (telephony.pipeline.handle). No Bitrix24
 from django.http import HttpResponse, JsonResponse
 from rest_framework.request import Request
 
-from bitrixapp import inbox
-from bitrixapp.http import ApiError, InboundEndpoint
+from bitrixapp import inbox, storable
+from bitrixapp.http import ApiError, InboundEndpoint, bad_request
 from bitrixapp.webhooks import receiver_by_hook
 from telephony import providers
 from telephony.models import PbxConnection, PbxEvent
 from telephony.providers.base import Provider, Webhook, WebhookRejected
 
 State = PbxEvent.State
+SOURCE_MAX = PbxEvent._meta.get_field("source").max_length
 
 
 class PbxWebhookView(InboundEndpoint):
@@ -27,7 +28,7 @@ class PbxWebhookView(InboundEndpoint):
     def post(self, request: Request, hook: str, subpath: str = "") -> HttpResponse:
         connection = receiver_by_hook(PbxConnection.objects.all(), hook, "PBX connection")
         webhook = Webhook(
-            subpath,
+            _storable_path(subpath),
             request.body,
             request.content_type,
             method=request.method,
@@ -52,6 +53,18 @@ class PbxWebhookView(InboundEndpoint):
         return JsonResponse({"status": "accepted", "event_id": row.pk})
 
 
+def _storable_path(subpath: str) -> str:
+    """The path below the connection's URL, refused (400, nothing stored) when it cannot be
+    kept as the stored request's source."""
+    path = subpath.strip("/")
+    problem = storable.find_problem(path)
+    if problem:
+        raise bad_request(f"the URL path {problem.reason}", field="path")
+    if len(path) > SOURCE_MAX:
+        raise bad_request(f"the URL path is longer than {SOURCE_MAX} characters", field="path")
+    return path
+
+
 def _answer(exc: WebhookRejected) -> ApiError:
     code = "invalid_signature" if exc.status == 403 else "invalid_request"
     return ApiError(exc.status, code, exc.detail, exc.field)
@@ -65,7 +78,7 @@ def _keep(
         PbxEvent,
         portal_id=connection.portal_id,
         connection=connection,
-        source=webhook.path[:100],
+        source=webhook.path,
         dedupe_key=provider.dedupe_key(webhook),
         body=inbox.redact(webhook.body, webhook.content_type, provider.secret_fields),
         content_type=webhook.content_type[:100],

@@ -2,7 +2,7 @@
 
 Source for every field and code used here: "API MANGO OFFICE" v1.9 (official PDF), as extracted
 in github.com/G-Ivan-A/mango_ba_prompts, kb/mango-product-docs/processed/vpbx-api/sections/
-(cited below as "VPBX API §x.y"). Summary of the transport: /work/shared/reference/providers.md §1.
+(cited below as "VPBX API §x.y").
 
 Every request in both directions is a form POST with `vpbx_api_key`, `sign` and `json` (the
 payload as a JSON string), signed `sha256_hex(vpbx_api_key + json + vpbx_api_salt)` (§2.4.3).
@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin
 
 import requests
 
+from bitrixapp import storable
 from telephony.providers.base import (
     FORM,
     CallEvent,
@@ -38,6 +39,13 @@ from telephony.providers.base import (
 TIMEOUT = (5, 15)  # (connect, read) seconds for every request to Mango
 FORM_FIELDS = ("vpbx_api_key", "sign", "json")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+# Bounds of what a webhook may carry. A value outside them is refused with a 400 naming the
+# field instead of overflowing later (datetime, PostgreSQL integer and varchar columns), after
+# the webhook was already accepted.
+LATEST_TIME = 4102444800  # 2100-01-01: epoch seconds beyond it are not times a PBX reports
+LONGEST_TALK_S = 30 * 24 * 3600  # far beyond any real call, far inside an integer column
+MAX_SEQ = 2**31 - 1
 
 Payload = dict[str, Any]
 
@@ -252,9 +260,35 @@ class Mango:
                 field="sign",
             )
 
+    # Fields read as text (dotted: inside from/to), with the longest value that fits where it
+    # ends up (Call.call_key, command_id, client_number, line_number; CallRecording.recording_id);
+    # None: no column, no limit. An object or a list in any of them is refused, not read as text.
+    TEXT_FIELDS: ClassVar[dict[str, int | None]] = {
+        "entry_id": 255,
+        "call_id": None,
+        "call_state": None,
+        "call_direction": None,
+        "disconnect_reason": None,
+        "transfer": None,
+        "callback_initiator": None,
+        "command_id": 64,
+        "recording_id": 255,
+        "recording_state": None,
+        "completion_code": None,
+        "line_number": 64,
+        "extension": 64,
+        "from.number": 64,
+        "from.extension": 64,
+        "from.line_number": 64,
+        "to.number": 64,
+        "to.extension": 64,
+        "to.line_number": 64,
+    }
+
     def parse(self, hook: Webhook) -> list[CallEvent]:
         path = _path(hook)
         payload = _payload(hook)
+        self._check_text_fields(payload)
         parser = self.PARSERS.get(path, Mango._parse_other)
         return parser(self, path, payload)
 
@@ -269,6 +303,19 @@ class Mango:
         """A notification as Mango posts it: a form with the key, the json text and its sign."""
         form = signed_form(credentials["api_key"], credentials["api_salt"], payload)
         return SignedWebhook(path, urlencode(form).encode(), FORM, dict(headers))
+
+    def _check_text_fields(self, payload: Payload) -> None:
+        for dotted, limit in self.TEXT_FIELDS.items():
+            *side, name = dotted.split(".")
+            value = (_side(payload, side[0]) if side else payload).get(name)
+            if isinstance(value, dict | list):
+                raise WebhookRejected(400, f"json.{dotted} must be text", field=f"json.{dotted}")
+            if limit is not None and len(_text(value)) > limit:
+                raise WebhookRejected(
+                    400,
+                    f"json.{dotted} is longer than {limit} characters",
+                    field=f"json.{dotted}",
+                )
 
     def _parse_call(self, path: str, p: Payload) -> list[CallEvent]:
         _require(p, "entry_id", "call_id", "call_state")
@@ -285,8 +332,8 @@ class Mango:
                 kind=kind,
                 call_key=_text(p["entry_id"]),
                 leg=_text(p["call_id"]),
-                seq=_int(p.get("seq")),
-                at=_time(p.get("timestamp")),
+                seq=_number(p, "seq", MAX_SEQ),
+                at=_time(p, "timestamp"),
                 direction=self._callback_aware(leg_direction, p),
                 client_number=_text(sides[client].get(number_field)),
                 line_number=_text(sides["to"].get("line_number"))
@@ -314,15 +361,21 @@ class Mango:
         sides = {"from": _side(p, "from"), "to": _side(p, "to"), "": {}}
         direction = self.SUMMARY_DIRECTIONS.get(_text(p.get("call_direction")))
         employee, client, number_field = self.PARTIES[direction or self.CALL_SHAPES[_shape(sides)]]
-        talk_time, end_time = _int(p.get("talk_time")), _int(p.get("end_time"))
+        talk_time, end_time = _time(p, "talk_time") or 0, _time(p, "end_time") or 0
         # Not `entry_result`: the doc's own IVR-only example has entry_result 1, talk_time 0.
         answered = talk_time > 0
+        if answered and end_time - talk_time > LONGEST_TALK_S:
+            raise WebhookRejected(
+                400,
+                f"json.end_time is more than {LONGEST_TALK_S} s after json.talk_time",
+                field="json.end_time",
+            )
         reason = _text(p.get("disconnect_reason"))
         return [
             CallEvent(
                 kind=Kind.SUMMARY,
                 call_key=_text(p["entry_id"]),
-                at=_time(end_time),
+                at=end_time or None,
                 direction=direction,
                 client_number=_text(sides[client].get(number_field)),
                 line_number=_text(p.get("line_number")),
@@ -330,8 +383,8 @@ class Mango:
                 # group's own number when the call went to a group)
                 extension=_text(sides[employee].get("extension")),
                 answered=answered,
-                talk_seconds=max(0, end_time - talk_time) if answered else 0,
-                started_at=_time(p.get("create_time")),
+                talk_seconds=int(max(0, end_time - talk_time)) if answered else 0,
+                started_at=_time(p, "create_time"),
                 status_code=self._summary_status(answered, reason),
                 reason=reason,
                 raw_type=path,
@@ -355,8 +408,8 @@ class Mango:
                 kind=Kind.RECORDING_READY if ready else Kind.UNKNOWN,
                 call_key=_text(p["entry_id"]),
                 leg=_text(p.get("call_id")),
-                seq=_int(p.get("seq")),
-                at=_time(p.get("timestamp")),
+                seq=_number(p, "seq", MAX_SEQ),
+                at=_time(p, "timestamp"),
                 extension=_text(p.get("extension")),
                 recording_id=_text(p["recording_id"]),
                 reason=code,
@@ -373,7 +426,7 @@ class Mango:
             CallEvent(
                 kind=Kind.RECORDING_READY,
                 call_key=_text(p["entry_id"]),
-                at=_time(p.get("timestamp")),
+                at=_time(p, "timestamp"),
                 recording_id=_text(p["recording_id"]),
                 raw_type=path,
             )
@@ -533,6 +586,10 @@ def _payload(hook: Webhook) -> Payload:
         payload = None
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "json is not a JSON object", field="json")
+    problem = storable.find_problem(payload)
+    if problem:
+        name = storable.shorten(".".join(("json", *problem.path)))
+        raise WebhookRejected(400, f"{name} {problem.reason}", field=name)
     return payload
 
 
@@ -575,17 +632,27 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _int(value: Any) -> int:
-    """Mango's examples send numbers both as JSON numbers and as strings ("seq": "1")."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+def _number(p: Payload, name: str, maximum: int) -> int:
+    """A whole number from 0 to `maximum`; absent or empty is 0. Mango's examples send numbers
+    both as JSON numbers and as strings ("seq": "1"). Anything else (text, an object, `1e400`
+    which JSON reads as infinity, a 5,000-digit number) is refused, naming the field."""
+    value = p.get(name)
+    if value is None or value == "":
         return 0
+    try:
+        number = None if isinstance(value, bool) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not 0 <= number <= maximum:
+        raise WebhookRejected(
+            400, f"json.{name} must be a whole number from 0 to {maximum}", field=f"json.{name}"
+        )
+    return number
 
 
-def _time(value: Any) -> float | None:
+def _time(p: Payload, name: str) -> float | None:
     """Epoch seconds (the doc labels them UTC+3, they are plain Unix time); 0 = not given."""
-    seconds = _int(value)
+    seconds = _number(p, name, LATEST_TIME)
     return float(seconds) if seconds > 0 else None
 
 

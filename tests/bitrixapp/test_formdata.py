@@ -52,3 +52,13 @@ def test_php_query_encodes_nested_values_and_keeps_references_raw():
     )
     # And it reads back as the same structure.
     assert parse_bracketed(parse_qsl(query, keep_blank_values=True))["F"] == {"X Y": "a&b"}
+
+
+def test_fields_nested_deeper_than_the_limit_are_refused_with_the_name():
+    from bitrixapp.storable import MAX_DEPTH
+
+    deepest = "a" + "[x]" * (MAX_DEPTH - 1)
+    assert parse_bracketed([(deepest, "1")])["a"]["x"]
+    with pytest.raises(FormDataError, match="nested deeper") as caught:
+        parse_bracketed([(deepest + "[x]", "1")])
+    assert caught.value.field == deepest + "[x]"

@@ -1,6 +1,6 @@
 """A fake Mango Office VPBX API served over real HTTP, and helpers to sign webhooks like Mango.
 
-Behaviour follows /work/shared/reference/providers.md §1 (VPBX API v1.9): every request is a
+Behaviour follows Mango's VPBX API v1.9 (telephony/providers/mango.py cites it): every request is a
 form POST of `vpbx_api_key`, `sign`, `json` with sign = sha256_hex(key + json + salt);
 `commands/callback` answers a JSON `result` code; `queries/recording/post` answers 302 to a
 one-time file link that dies after its first GET; over the rate limit Mango answers HTTP 429

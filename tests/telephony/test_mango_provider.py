@@ -699,3 +699,60 @@ def test_fetch_recording_error_never_shows_the_link(fake: FakeMango, monkeypatch
         mango.fetch_recording(connection(fake.api_url), "rec-2")
     assert str(caught.value) == "recording rec-2 not available yet (HTTP 404)"
     assert "/files/" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(7, 7), ("7", 7), (7.0, 7), (" 7 ", 7), (None, 0), ("", 0)]
+)
+def test_numbers_come_as_json_numbers_or_strings(value: object, expected: int) -> None:
+    payload = fixture("call__connected")["json"]
+    payload["seq"] = value
+    [event] = parse(payload)
+    assert event.seq == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seq", "abc"),
+        ("seq", -1),
+        ("seq", True),
+        ("seq", {"n": 1}),
+        ("seq", 2**31),
+        ("seq", "1e400"),
+        ("timestamp", 10**12),  # datetime cannot hold it
+        ("timestamp", "1.5"),
+    ],
+)
+def test_a_number_outside_its_bounds_is_400_naming_it(field: str, value: object) -> None:
+    payload = fixture("call__connected")["json"]
+    payload[field] = value
+    with pytest.raises(WebhookRejected) as caught:
+        parse(payload)
+    assert (caught.value.status, caught.value.field) == (400, f"json.{field}")
+
+
+def test_a_talk_longer_than_30_days_is_400() -> None:
+    payload = fixture("summary__inbound_answered")["json"]
+    payload["end_time"] = payload["talk_time"] + 30 * 24 * 3600
+    [event] = parse(payload, "events/summary")
+    assert event.talk_seconds == 30 * 24 * 3600
+    payload["end_time"] += 1
+    with pytest.raises(WebhookRejected) as caught:
+        parse(payload, "events/summary")
+    assert (caught.value.status, caught.value.field) == (400, "json.end_time")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("entry_id", "E" * 256), ("command_id", "c" * 65), ("to.line_number", "7" * 65)],
+)
+def test_text_longer_than_its_column_is_400_naming_it(field: str, value: str) -> None:
+    payload = fixture("call__connected")["json"]
+    side, _, name = field.rpartition(".")
+    (payload[side] if side else payload)[name] = value
+    with pytest.raises(WebhookRejected) as caught:
+        parse(payload)
+    assert (caught.value.status, caught.value.field) == (400, f"json.{field}")
+    (payload[side] if side else payload)[name] = value[:-1]
+    assert parse(payload)
