@@ -191,5 +191,5 @@ class RedisServer(Proc):
         except redis.RedisError:
             return False
 
-    def keys(self) -> int:
-        return int(redis.Redis(port=self.port).dbsize())
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
