@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.db.models import Max
+from django.utils import timezone
+
 from bitrixapp.models import B24Command
 from telephony.models import Call, PbxConnection, PbxEvent
 from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
@@ -97,7 +100,11 @@ def all_done(connection: PbxConnection, entries: list[str]) -> bool:
 def progress(connection: PbxConnection) -> str:
     events = Counter(PbxEvent.objects.filter(connection=connection).values_list("state", flat=True))
     commands = Counter(B24Command.objects.values_list("state", flat=True))
-    return f"events {dict(events)}, commands {dict(commands)}"
+    leases = B24Command.objects.filter(state=B24Command.State.SENDING).aggregate(
+        until=Max("lease_until")
+    )["until"]
+    held = f"; 'sending' held by a lease until {leases:%H:%M:%S} (now {timezone.now():%H:%M:%S})"
+    return f"events {dict(events)}, commands {dict(commands)}" + (held if leases else "")
 
 
 def verify(
