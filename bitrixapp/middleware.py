@@ -1,6 +1,6 @@
 """Answer 503 (not 500) while the database is unreachable, so that senders retry.
 
-Every inbound endpoint stores before it answers (DESIGN.md principle 2). When PostgreSQL
+Every inbound endpoint stores before it answers. When PostgreSQL
 refuses connections or drops them mid-request, nothing was stored (the transaction rolled
 back): the honest answer is "temporarily unavailable, send it again", which PBXs, Bitrix24
 and SMS gateways treat as retryable, while a 500 reads as "your request broke the server".
