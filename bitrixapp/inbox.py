@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from celery.utils.time import get_exponential_backoff_interval
 from django.apps import apps
+from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 
 MASK = "***"
 PROCESS_TASK = "bitrixapp.tasks.process_inbound"
-# A row still `received` this long after it was due has lost its queue message.
-STUCK_AFTER = timedelta(seconds=60)
 SWEEP_BATCH = 1000
 ERROR_CHARS = 2000
 # Headers kept with a stored request for diagnosis (never Authorization or cookies).
@@ -261,7 +260,7 @@ def reprocess(rows: Iterable[InboundRequest]) -> int:
 
 def sweep() -> dict[str, int]:
     """Queue again the rows of every inbox that waited past their time (lost messages)."""
-    due_before = timezone.now() - STUCK_AFTER
+    due_before = timezone.now() - timedelta(seconds=settings.INBOX_STUCK_AFTER_S)
     requeued = {}
     for inbox in INBOXES.values():
         stuck = list(

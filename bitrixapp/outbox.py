@@ -8,12 +8,13 @@ of one owner (`owner_key`, e.g. "call:42") leave strictly in order; a command ca
 earlier one's result through `ref()`, which becomes `$result[...]` inside a batch.
 """
 
+import contextlib
 import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -636,6 +637,20 @@ def _deref(dep_id: int, path: list, batch_keys: dict[int, str]) -> Any:
 # ---------------------------------------------------------------- settling
 
 
+@contextlib.contextmanager
+def _unless_redis_is_down(what: str) -> Iterator[None]:
+    """Between Bitrix24's answer and its record only the database may be required.
+
+    The operating budget and the limiter live in Redis; they are hints. If Redis is gone
+    (restarted, lost) and this raised, the answer would not be recorded, the command would
+    stay `sending` and go to Bitrix24 again when its lease expires: a second register or
+    finish caused by a Redis restart. So the hint is skipped and the answer recorded."""
+    try:
+        yield
+    except Exception as exc:
+        log.warning("%s not updated, Redis unavailable: %r", what, exc)
+
+
 def settle(portal: Portal, command: B24Command, outcome: Outcome, *, reply: _Reply) -> None:
     """Record what happened to a sent command and decide what comes next for it."""
     command.http_status = reply.http_status or None
@@ -652,12 +667,16 @@ def _on_ok(portal: Portal, command: B24Command, reply: _Reply) -> None:
 
 
 def _on_rate_limited(portal: Portal, command: B24Command, reply: _Reply) -> None:
-    ratelimit.refused(portal.member_id, portal.plan)
+    with _unless_redis_is_down("rate limiter"):
+        ratelimit.refused(portal.member_id, portal.plan)
     _requeue(command, delay_s=1.0, count_attempt=False)
 
 
 def _on_method_paused(portal: Portal, command: B24Command, reply: _Reply) -> None:
-    until = cache.get(_op_key(portal, command.method)) or (time.time() + 600)
+    until = None
+    with _unless_redis_is_down("operating budget"):
+        until = cache.get(_op_key(portal, command.method))
+    until = until or (time.time() + 600)
     pause_method(portal, command.method, until)
     _requeue(command, delay_s=max(1.0, until - time.time()), count_attempt=False)
 
@@ -744,7 +763,8 @@ def _track_operating(portal: Portal, method: str, time_info: dict[str, Any]) -> 
     reset_at, used = time_info.get("operating_reset_at"), time_info.get("operating")
     if reset_at is None:
         return
-    cache.set(_op_key(portal, method), float(reset_at), timeout=700)
+    with _unless_redis_is_down("operating budget"):
+        cache.set(_op_key(portal, method), float(reset_at), timeout=700)
     if used is not None and float(used) >= settings.BITRIX24_OPERATING_LIMIT_S * 0.9:
         pause_method(portal, method, float(reset_at))
 

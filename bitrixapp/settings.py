@@ -114,6 +114,8 @@ MIDDLEWARE = [
     # First: JSON error answers even for what Django refuses before reaching a view.
     "bitrixapp.http.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Webhooks answered 503 + Retry-After while PostgreSQL is down (senders retry).
+    "bitrixapp.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,6 +205,9 @@ CELERY_BEAT_SCHEDULE = {
     "prune-outbox": {"task": "bitrixapp.tasks.prune", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# A stored inbound request still waiting this long after it was due has lost its queue message
+# (a crash, a Redis loss): the sweeper queues it again.
+INBOX_STUCK_AFTER_S = env.int("INBOX_STUCK_AFTER_S", default=60)
 # Done commands and processed events are kept this long for the admin timeline.
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=30)
 

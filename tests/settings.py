@@ -22,3 +22,9 @@ os.environ.setdefault(
 os.environ.setdefault("BITRIX24_READ_TIMEOUT", "3")
 
 from bitrixapp.settings import *  # noqa: F403
+
+# The crash tests run a real beat; a short sweep cadence keeps their recovery waits short.
+if os.environ.get("TEST_SWEEP_INTERVAL_S"):
+    for _entry in CELERY_BEAT_SCHEDULE.values():  # noqa: F405
+        if _entry["task"].endswith(".sweep"):
+            _entry["schedule"] = float(os.environ["TEST_SWEEP_INTERVAL_S"])
