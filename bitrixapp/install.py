@@ -22,11 +22,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from bitrixapp import outbox, rest
+from bitrixapp import events, jobs, outbox, rest
 from bitrixapp.http import secrets_equal
 from bitrixapp.models import B24Command, Portal
 
-EVENTS_TO_BIND = ("ONEXTERNALCALLSTART", "ONEXTERNALCALLBACKSTART", "ONAPPUNINSTALL")
 SETUP_OWNER = "setup"
 # Seconds an install should wait before trying again when the auth server is unreachable.
 RETRY_AFTER_S = 30
@@ -353,10 +352,11 @@ def queue_setup(portal: Portal) -> None:
     # A chain: if one step fails for good the rest fail too, and the last step's handler
     # records the outcome on the portal (so a half-bound portal is visible, and re-tried).
     previous = None
-    for event in EVENTS_TO_BIND:
+    to_bind = events.events_to_bind()
+    for event in to_bind:
         params = {"event": event, "handler": handler_url}
         for method in ("event.unbind", "event.bind"):
-            last = method == "event.bind" and event == EVENTS_TO_BIND[-1]
+            last = method == "event.bind" and event == to_bind[-1]
             previous = outbox.enqueue(
                 portal,
                 method,
@@ -410,6 +410,4 @@ def uninstall(portal: Portal, clean: bool) -> None:
     portal.save()
     outbox.cancel_open(portal, "portal uninstalled the app")
     if clean:
-        from bitrixapp import tasks
-
-        transaction.on_commit(lambda: tasks.purge_portal.delay(portal.pk), robust=True)
+        jobs.after_commit("bitrixapp.tasks.purge_portal", portal.pk)

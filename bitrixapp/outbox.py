@@ -60,24 +60,28 @@ BEFORE_SEND: dict[str, BeforeSend] = {}
 NOT_SENT = "no longer worth sending when its turn came (e.g. a card for a call that has ended)"
 
 
-def before_send(method: str) -> Callable[[BeforeSend], BeforeSend]:
-    """Register a function that finalizes the params of `method` commands at send time."""
+def _registry_entry(table: dict[str, Any], key: str, what: str) -> Callable[[Any], Any]:
+    """A decorator putting a function in `table` under `key`; a second one is a start-up error
+    (it would silently replace the first)."""
 
-    def register(fn: BeforeSend) -> BeforeSend:
-        BEFORE_SEND[method.lower()] = fn
+    def register(fn: Any) -> Any:
+        if key in table:
+            raise RuntimeError(f"{what} {key!r} is registered twice")
+        table[key] = fn
         return fn
 
     return register
+
+
+def before_send(method: str) -> Callable[[BeforeSend], BeforeSend]:
+    """Register a function that finalizes the params of `method` commands at send time."""
+    return _registry_entry(BEFORE_SEND, method.lower(), "a before-send hook for")
 
 
 def result_handler(name: str) -> Callable[[ResultHandler], ResultHandler]:
-    """Register a function called (in the settling transaction) when a command is done or failed."""
-
-    def register(fn: ResultHandler) -> ResultHandler:
-        RESULT_HANDLERS[name] = fn
-        return fn
-
-    return register
+    """Register a function called (in the settling transaction) when a command is done or
+    failed; it finds its objects through `command.context`."""
+    return _registry_entry(RESULT_HANDLERS, name, "the result handler")
 
 
 # ---------------------------------------------------------------- enqueueing
@@ -96,8 +100,12 @@ def enqueue(
     owner_key: str = "",
     depends_on: B24Command | None = None,
     handler: str = "",
+    context: dict[str, Any] | None = None,
 ) -> B24Command:
-    """Persist a command (in the caller's transaction) and wake the dispatcher after commit."""
+    """Persist a command (in the caller's transaction) and wake the dispatcher after commit.
+
+    `context` is what its result handler and send-time hook need to find their objects again
+    (e.g. `{"call": 42}`); it is never sent."""
     if depends_on is not None:
         # Same owner = same ordered lane, so the dependency is always sent first.
         if owner_key and owner_key != depends_on.owner_key:
@@ -112,6 +120,7 @@ def enqueue(
         owner_key=owner_key,
         depends_on=depends_on,
         handler=handler,
+        context=context or {},
     )
     kick_after_commit(portal.pk)
     return command

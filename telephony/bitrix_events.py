@@ -3,15 +3,15 @@
 import uuid
 from typing import Any
 
-from django.db import transaction
-
-from bitrixapp import inbox
+from bitrixapp import inbox, jobs
 from bitrixapp.events import event_handler
 from bitrixapp.models import BitrixEvent, Portal
 from bitrixapp.phones import digits, to_e164
 from telephony import engine, pipeline
 from telephony.engine import CallState
 from telephony.models import Call, PbxConnection, PbxExtension
+
+ORIGINATE = "telephony.tasks.originate"
 
 
 class NoRoute(inbox.Permanent):
@@ -47,8 +47,6 @@ def _data(event: BitrixEvent) -> dict[str, Any]:
 @event_handler("ONEXTERNALCALLSTART")
 def click_to_call(event: BitrixEvent) -> None:
     """A click on a number in the CRM: Bitrix24 registered the call already (CALL_ID)."""
-    from telephony import tasks
-
     data = _data(event)
     call_id, phone = str(data.get("CALL_ID") or ""), str(data.get("PHONE_NUMBER") or "")
     user_id = int(data.get("USER_ID") or 0)
@@ -69,7 +67,7 @@ def click_to_call(event: BitrixEvent) -> None:
         pipeline.emit(call, intents)
         pipeline.save_state(call, state)
         return
-    transaction.on_commit(lambda: tasks.originate.delay(call.pk, extension), robust=True)
+    jobs.after_commit(ORIGINATE, call.pk, extension)
 
 
 @event_handler("ONEXTERNALCALLBACKSTART")
@@ -89,8 +87,6 @@ def ring_callback(call: Call, owner: int | None) -> None:
     """The client's CRM owner is known (or not): ring the first extension that can take the
     callback. When none can, the request is still logged in Bitrix24 as a failed call with
     the reason, and the connection shows the error, so the client's request is not lost."""
-    from telephony import tasks
-
     state = CallState.from_json(call.state)
     if not state.awaiting_responsible:
         return  # routed already: the lookup's answer came twice (a resend after a lost reply)
@@ -99,7 +95,7 @@ def ring_callback(call: Call, owner: int | None) -> None:
     extension = callback_extension(connection, owner)
     if extension:
         pipeline.save_state(call, state)
-        transaction.on_commit(lambda: tasks.originate.delay(call.pk, extension), robust=True)
+        jobs.after_commit(ORIGINATE, call.pk, extension)
         return
     reason = (
         f"nobody can take the callback: neither the client's CRM owner nor the default user "

@@ -17,11 +17,11 @@ from telephony.models import Call
 
 
 def call_state_of(command: B24Command) -> CallState | None:
-    """The current engine state of the call a command belongs to (its lane is `call:<pk>`)."""
-    kind, _, pk = command.owner_key.partition(":")
-    if kind != "call" or not pk.isdigit():
+    """The current engine state of the call a command belongs to, if it belongs to one."""
+    pk = command.context.get("call")
+    if pk is None:
         return None
-    state = Call.objects.filter(pk=int(pk)).values_list("state", flat=True).first()
+    state = Call.objects.filter(pk=pk).values_list("state", flat=True).first()
     return None if state is None else CallState.from_json(state)
 
 

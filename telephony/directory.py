@@ -72,6 +72,7 @@ def load_extensions(connection: PbxConnection, start: int = 0) -> B24Command:
         {"FILTER": {"ACTIVE": True}, "start": start},
         owner_key=f"users:{connection.pk}",
         handler="telephony.users_loaded",
+        context={"connection": connection.pk},
     )
 
 
@@ -79,8 +80,7 @@ def load_extensions(connection: PbxConnection, start: int = 0) -> B24Command:
 def _users_loaded(command: B24Command) -> None:
     if command.state != B24Command.State.DONE or not isinstance(command.result, list):
         return
-    connection_pk = int(command.owner_key.removeprefix("users:"))
-    connection = PbxConnection.objects.filter(pk=connection_pk).first()
+    connection = PbxConnection.objects.filter(pk=command.context.get("connection")).first()
     if connection is None:
         return
     manual = set(

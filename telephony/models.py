@@ -162,6 +162,11 @@ class Call(models.Model):
     def owner_key(self) -> str:
         return f"call:{self.pk}"
 
+    @property
+    def command_context(self) -> dict[str, int]:
+        """What the call's Bitrix24 commands carry to find the call again (B24Command.context)."""
+        return {"call": self.pk}
+
 
 class PbxEvent(InboundRequest):
     """A PBX webhook as received (`source` is the path the PBX appended), kept once it is

@@ -173,6 +173,7 @@ def _enqueue(call: Call, method: str, params: dict, handler: str = "") -> B24Com
         owner_key=call.owner_key,
         depends_on=depends_on,
         handler=handler,
+        context=call.command_context,
     )
 
 
@@ -195,6 +196,7 @@ def _register(call: Call, intent: engine.Register) -> None:
         params,
         owner_key=call.owner_key,
         handler="telephony.registered",
+        context=call.command_context,
     )
 
 
@@ -234,6 +236,7 @@ def _find_responsible(call: Call, intent: engine.FindResponsible) -> None:
         {"PHONE_NUMBER": to_e164(intent.phone) or intent.phone},
         owner_key=f"{call.owner_key}:crm",
         handler="telephony.responsible",
+        context=call.command_context,
     )
 
 
@@ -266,5 +269,6 @@ def attach(call: Call, recording: CallRecording) -> None:
         owner_key=call.owner_key,
         depends_on=call.finish_command,
         handler="telephony.recording_attached" if inline else "telephony.recording_upload",
+        context=call.command_context,
     )
     recording.save(update_fields=["attach_command"])

@@ -1,8 +1,8 @@
 """What telephony does with Bitrix24's answers (outbox result handlers)."""
 
-from django.db import transaction
 from django.utils import timezone
 
+from bitrixapp import jobs
 from bitrixapp.models import B24Command
 from bitrixapp.outbox import result_handler
 from telephony import bitrix_events, engine, pipeline
@@ -29,11 +29,14 @@ def _registered(command: B24Command) -> None:
 def _responsible(command: B24Command) -> None:
     """searchCrmEntities answered (or failed): register the call for the owner, or without;
     for a CRM callback request, ring the owner's extension (or the next in line)."""
-    call_pk = int(command.owner_key.split(":")[1])
     owner = None
     if command.state == DONE and isinstance(command.result, list) and command.result:
         owner = command.result[0].get("ASSIGNED_BY_ID")
-    call = Call.objects.select_for_update().select_related("connection").get(pk=call_pk)
+    call = (
+        Call.objects.select_for_update()
+        .select_related("connection")
+        .get(pk=command.context["call"])
+    )
     if call.origin == Call.Origin.CALLBACK:
         bitrix_events.ring_callback(call, int(owner) if owner else None)
         return
@@ -67,8 +70,6 @@ def _attached(command: B24Command) -> None:
 @result_handler("telephony.recording_upload")
 def _upload(command: B24Command) -> None:
     """Upload mode: Bitrix24 gave an upload URL; a worker sends the file there."""
-    from telephony import tasks
-
     recording = CallRecording.objects.filter(attach_command=command).first()
     if recording is None:
         return
@@ -79,6 +80,4 @@ def _upload(command: B24Command) -> None:
         recording.save()
         return
     url, field = str(result["uploadUrl"]), str(result.get("fieldName") or "file")
-    transaction.on_commit(
-        lambda: tasks.upload_recording.delay(recording.pk, url, field), robust=True
-    )
+    jobs.after_commit("telephony.tasks.upload_recording", recording.pk, url, field)

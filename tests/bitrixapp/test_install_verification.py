@@ -384,7 +384,11 @@ def test_install_frame_refuses_bad_hosts(client, fake, domain):
 def test_hostile_install_frame_values_are_400_naming_the_field(client, fake, override, field):
     form = {"AUTH_ID": "a", "REFRESH_ID": "r", "member_id": "hostile", "APPLICATION_TOKEN": "t"}
     form.update(override)
-    response = client.post("/bitrix/install/?DOMAIN=acme.bitrix24.ru", form)
+    response = client.post(
+        "/bitrix/install/?DOMAIN=acme.bitrix24.ru",
+        urlencode(form),  # as Bitrix24 posts it (a raw NUL in multipart is refused as "body")
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 400, response.content
     assert response.json()["field"] == field
     assert not Portal.objects.exists()

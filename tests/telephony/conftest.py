@@ -10,11 +10,11 @@ import pytest
 
 from bitrixapp import inbox
 from bitrixapp.models import Portal
-from telephony import tasks
+from telephony import providers, tasks
 from telephony.models import CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
 from tests.conftest import drain
 from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
-from tests.fakes.mango import FIXTURE_EPOCH, FakeMango, fixture, shift_times, signed_body
+from tests.fakes.mango import FIXTURE_EPOCH, FakeMango, fixture, shift_times
 
 API_KEY, API_SALT = "mango-key", "mango-salt"
 LINE = "74951234567"
@@ -54,7 +54,17 @@ class Pbx:
             payload["entry_id"] = entry
         for dotted, value in patch.items():
             _set(payload, dotted.split("__"), value)
-        return self.post(data["path"], signed_body(API_KEY, API_SALT, payload))
+        return self.send(data["path"], payload, data.get("headers") or {})
+
+    def send(self, path: str, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """POST a payload as the connection's PBX would: signed by its provider's
+        `sign_fixture`, with the fixture's headers."""
+        provider = providers.get(self.connection.provider)
+        hook = provider.sign_fixture(self.connection.credentials, path, payload, headers or {})
+        url = f"/telephony/hooks/{self.connection.webhook_uuid}/{hook.path}"
+        return self.client.post(
+            url, hook.body, content_type=hook.content_type, headers=hook.headers
+        )
 
     def post(self, path: str, body: bytes, content_type: str = "application/x-www-form-urlencoded"):
         url = f"/telephony/hooks/{self.connection.webhook_uuid}/{path}"

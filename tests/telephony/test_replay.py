@@ -12,6 +12,7 @@ from telephony.models import PbxConnection, PbxEvent
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mango"
 CALL = str(FIXTURES / "call__appeared_inbound.json")
 SUMMARY = str(FIXTURES / "summary__inbound_answered.json")
+SIGNED = ("--credential", "api_key=k", "--credential", "api_salt=s")
 
 
 @pytest.fixture
@@ -30,9 +31,7 @@ def replay(*args: str) -> str:
 
 
 def test_fixtures_are_posted_in_order_signed_and_stored(connection):
-    out = replay(
-        CALL, SUMMARY, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "s"
-    )
+    out = replay(CALL, SUMMARY, "--url", connection.webhook_url, *SIGNED)
     events = list(PbxEvent.objects.filter(connection=connection).order_by("pk"))
     assert [e.source for e in events] == ["events/call", "events/summary"]
     assert [e.events[0]["kind"] for e in events] == ["ringing", "summary"]
@@ -40,14 +39,22 @@ def test_fixtures_are_posted_in_order_signed_and_stored(connection):
     assert f"POST {connection.webhook_url}events/summary: HTTP 200" in out
     assert json.loads(out.splitlines()[1]) == {"status": "accepted", "event_id": events[0].pk}
 
-    again = replay(CALL, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "s")
+    again = replay(CALL, "--url", connection.webhook_url, *SIGNED)
     assert '"duplicate"' in again
     assert PbxEvent.objects.filter(connection=connection).count() == 2
 
 
 def test_a_wrong_salt_is_refused_and_reported(connection):
     with pytest.raises(CommandError, match="1 of 1 not accepted"):
-        replay(CALL, "--url", connection.webhook_url, "--api-key", "k", "--api-salt", "wrong")
+        replay(
+            CALL,
+            "--url",
+            connection.webhook_url,
+            "--credential",
+            "api_key=k",
+            "--credential",
+            "api_salt=wrong",
+        )
     assert not PbxEvent.objects.exists()
     connection.refresh_from_db()
     assert "sign does not match" in connection.last_error
@@ -60,8 +67,10 @@ def test_unsigned_posts_are_refused_by_a_mango_connection(connection):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(CommandError, match="go together"):
-        replay(CALL, "--url", "http://127.0.0.1:9/", "--api-key", "k")
+    with pytest.raises(CommandError, match="mango signs with api_salt"):
+        replay(CALL, "--url", "http://127.0.0.1:9/", "--credential", "api_key=k")
+    with pytest.raises(CommandError, match="KEY=VALUE"):
+        replay(CALL, "--url", "http://127.0.0.1:9/", "--credential", "api_key")
     broken = tmp_path / "broken.json"
     broken.write_text('{"path": "events/call"}')
     with pytest.raises(CommandError, match="expected"):
