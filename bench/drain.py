@@ -40,7 +40,7 @@ WORKERS = 2
 POLL_S = 0.05
 GIVE_UP_S = 120.0
 TARGET_S = 30.0
-BUCKET_DRAIN, BUCKET_SIZE = 2.0, 50  # standard plan (reference §4.1)
+BUCKET_DRAIN, BUCKET_SIZE = 2.0, 50  # standard plan (Bitrix24 REST docs: limits.md)
 
 
 @dataclass

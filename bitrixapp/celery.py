@@ -1,4 +1,4 @@
-"""The Celery app. Queues keep latencies apart (DESIGN.md principle 7):
+"""The Celery app. Queues keep latencies apart:
 `bitrix` (outbox dispatch), `calls`, `sms`, `recordings`, `default`."""
 
 import os

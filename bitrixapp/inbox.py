@@ -1,5 +1,5 @@
 """One inbox for every inbound request: Bitrix24 events, PBX webhooks, SMS handler calls and
-delivery reports (DESIGN.md principle 2).
+delivery reports.
 
 A view authenticates the request (signature, secret URL, application token), keeps its
 redacted raw form as a row of an `InboundRequest` table, answers, and the row is processed in

@@ -1,4 +1,4 @@
-"""The Bitrix24 command outbox and its per-portal dispatcher (DESIGN.md principle 5).
+"""The Bitrix24 command outbox and its per-portal dispatcher.
 
 Every REST call the app wants is a B24Command row, written in the caller's transaction.
 The dispatcher claims ready rows (SKIP LOCKED, so several workers share a portal safely),

@@ -1,4 +1,4 @@
-"""The one phone normalizer (DESIGN.md principle 10): raw string in, E.164 or None out.
+"""The one phone normalizer: raw string in, E.164 or None out.
 
 Used by telephony and SMS alike; it never raises. PBXs send numbers in many shapes
 ("79161234567", "+7 916 123-45-67", "89161234567", "sip:101@pbx"), so the raw string is

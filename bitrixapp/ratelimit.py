@@ -1,7 +1,7 @@
 """A client-side copy of Bitrix24's per-portal leaky bucket, shared by every worker process.
 
 Bitrix24 adds 1 per request and drains Y/s; over X the request is refused with 503
-QUERY_LIMIT_EXCEEDED (reference §4.1). We keep our own counter a little stricter than
+QUERY_LIMIT_EXCEEDED (Bitrix24 REST docs: limits.md). We keep our own counter a little stricter than
 theirs so that we wait before sending instead of being refused. With REDIS_URL the counter
 lives in Redis (one Lua script: atomic across processes and hosts, Redis' clock); in the
 embedded mode it lives in the process, which is right because that mode runs one worker.

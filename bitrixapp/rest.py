@@ -1,6 +1,6 @@
 """The only code that speaks HTTP to Bitrix24: REST calls, OAuth refresh, error classification.
 
-Errors are classified by the `error` string (reference §4.3), not by HTTP status alone:
+Errors are classified by the `error` string (Bitrix24 REST docs: system errors), not by HTTP status alone:
 some SDKs and the docs disagree on statuses, the strings are stable.
 """
 
@@ -231,7 +231,7 @@ class VerifiedGrant:
     """What the auth server says about a token pair: the only source of truth for an install.
 
     Its `domain` is the host of `client_endpoint`: the auth server's own `domain` field names the
-    auth server (oauth.bitrix.info), not the portal (reference §3.3)."""
+    auth server (oauth.bitrix.info), not the portal (Bitrix24 REST docs: settings/oauth)."""
 
     member_id: str
     client_endpoint: str
@@ -257,7 +257,7 @@ class GrantNotVerified(Exception):
         self.retryable = retryable
 
 
-MAX_TOKEN_LIFETIME_S = 86400  # an access token lives an hour (reference §3.3); a day is plenty
+MAX_TOKEN_LIFETIME_S = 86400  # an access token lives an hour (Bitrix24 REST docs: settings/oauth); a day is plenty
 MAX_USER_ID = 2**31 - 1  # Portal.installer_user_id is a PostgreSQL integer
 
 

@@ -2,7 +2,7 @@
 
 A secret URL (a connection's or an SMS account's webhook UUID) names the receiver; the
 application token Bitrix24 gave at install proves an event is Bitrix24's. Identifiers in a
-request (member_id, domain) prove nothing by themselves (DESIGN.md principle 11).
+request (member_id, domain) prove nothing by themselves.
 """
 
 from typing import TypeVar

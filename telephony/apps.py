@@ -21,5 +21,5 @@ class TelephonyConfig(AppConfig):
         )
         from telephony.models import PbxEvent
 
-        # Call events never wait behind other work (DESIGN.md principle 7).
+        # Call events never wait behind other work: their own queue.
         inbox.register(PbxEvent, pipeline.handle, queue="calls")

@@ -1,6 +1,6 @@
 """The call engine: (call state, normalized event) -> (new state, intents). Pure.
 
-No Django, no I/O (DESIGN.md principle 4): the tasks load the state, call `apply`, turn the
+No Django, no I/O: the tasks load the state, call `apply`, turn the
 intents into outbox commands and save the state. Impossible transitions are ignored, never
 crashed on; events of a leg older than one already seen (by `seq`) change nothing.
 
@@ -21,7 +21,7 @@ from telephony.providers.base import CallEvent, Direction, Kind
 # A call processed this long after it happened gets no cards (they would pop up stale).
 LATE_AFTER_S = 120
 
-# Bitrix24 call TYPE by direction (reference §1.3); callbacks are TYPE 4.
+# Bitrix24 call TYPE by direction (Bitrix24 REST docs: telephony.externalCall.register); callbacks are TYPE 4.
 CALL_TYPES = {Direction.INBOUND: 2, Direction.OUTBOUND: 1, Direction.INTERNAL: 2}
 CALLBACK_TYPE = 4
 
@@ -226,7 +226,7 @@ def originate_failed(
 ) -> tuple[CallState, list[Intent]]:
     """The call could not be placed (the PBX refused it, or nobody can ring): finish it as
     failed with the reason. A callback Bitrix24 has no call for yet is registered first,
-    without a card (the offline recipe of reference §1.5), for `user` or the default user,
+    without a card (the offline recipe of telephony.externalCall.finish in the Bitrix24 REST docs), for `user` or the default user,
     so the client's request still shows up in the CRM."""
     new = CallState.from_json(state.to_json())
     out: list[Intent] = []

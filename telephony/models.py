@@ -121,7 +121,7 @@ class Call(models.Model):
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.PBX)
     direction = models.CharField(max_length=10, blank=True)
     client_number = models.CharField(max_length=64, blank=True)
-    # NULL, not "", when the raw number is not a valid phone number (DESIGN.md principle 10).
+    # NULL, not "", when the raw number is not a valid phone number.
     client_number_e164 = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
     line_number = models.CharField(max_length=64, blank=True)
     b24_call_id = models.CharField(max_length=100, blank=True)

@@ -1,5 +1,5 @@
 """The install page in a real browser: it must call BX24.installFinish(), or Bitrix24 never
-delivers events (reference §3.2). Headless Chromium posts the install frame form to a live
+delivers events (Bitrix24 REST docs: settings/app-installation). Headless Chromium posts the install frame form to a live
 server; the page loads a stub of the Bitrix24 JS SDK that reports the call back to us."""
 
 import os

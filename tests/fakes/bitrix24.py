@@ -1,10 +1,13 @@
 """A fake Bitrix24 cloud (portal REST API + oauth.bitrix.info) served over real HTTP.
 
 The fake listens on 127.0.0.1 (ephemeral port) so the application's real HTTP stack, timeouts
-and retries are exercised. Behaviour follows /work/shared/reference/bitrix24.md:
-section 0 (request conventions), 1 (telephony), 2 (messageservice), 3.3 (OAuth refresh: the
-answer names the portal by member_id/client_endpoint and the user by user_id), 4 (leaky bucket,
-operating budget, system errors, batch) and 5 (`user.admin`, `profile` of the token's user).
+and retries are exercised. Behaviour follows the Bitrix24 REST documentation
+(https://apidocs.bitrix24.com, source github.com/bitrix24/b24restdocs): request conventions,
+telephony, messageservice, OAuth refresh (the answer names the portal by
+member_id/client_endpoint and the user by user_id), limits (leaky bucket, operating budget),
+system errors, batch, and `user.admin`/`profile` of the token's user. The section marks below
+(§) name those topics: §1 telephony, §3 install and OAuth, §4 limits, errors, batch and
+paging, §5 users.
 
 Stdlib only: it must be importable without Django settings.
 """

@@ -1,4 +1,4 @@
-"""import_config / export_config: the DESIGN.md §5 format, idempotent, all or nothing."""
+"""import_config / export_config: the docs/configuration.md format, idempotent, all or nothing."""
 
 import io
 import json
