@@ -219,6 +219,8 @@ def install(grant: Grant) -> Portal:
         verified = _verify(grant, portal if not created else None)
         if verified is None:
             return portal  # this very token was verified for this portal moments ago
+        if not created:
+            _check_token_change(grant, portal, verified)
         if created or portal.status != Portal.Status.ACTIVE:
             portal.installed_at = timezone.now()
         _apply_verified(portal, verified)
@@ -259,6 +261,26 @@ def _verify(grant: Grant, existing: Portal | None) -> rest.VerifiedGrant | None:
         )
     cache.set(_consumed_key(grant.refresh_token), verified.member_id, CONSUMED_TOKEN_TTL_S)
     return verified
+
+
+def _check_token_change(grant: Grant, portal: Portal, verified: rest.VerifiedGrant) -> None:
+    """A new application token for an installed portal means a reinstall, which only a portal
+    admin can do. Any employee can get verified tokens of their own (by opening the app), so
+    without this check one could post them with an application token of their choosing and
+    then forge the portal's events (an uninstall with CLEAN=1 among them). After an uninstall
+    the old token is void: tokens the auth server confirms prove the app is installed again."""
+    stored = portal.application_token
+    if portal.status == Portal.Status.UNINSTALLED or not stored or not grant.application_token:
+        return
+    if secrets_equal(grant.application_token, stored):
+        return
+    if not rest.is_portal_admin(verified):
+        raise InstallRefused(
+            "only a portal administrator can reinstall the app (the posted application token "
+            "differs from the stored one and the tokens are not an administrator's)",
+            grant.field("application_token"),
+            status=403,
+        )
 
 
 def _consumed_key(refresh_token: str) -> str:

@@ -185,6 +185,30 @@ def test_genuine_reinstall_replaces_the_application_token(client, fake, victim):
     assert client.post("/bitrix/events/", genuine).status_code == 200
 
 
+@pytest.mark.parametrize(("user_id", "allowed"), [(1, True), (5, False)])
+def test_a_new_application_token_for_an_installed_portal_needs_an_admin(
+    client, fake, victim, user_id, allowed
+):
+    """Any employee can get verified tokens of their own by opening the app; posting them to
+    the install page with an application token of their choosing must not let them sign
+    (forge) the portal's events. A reinstall by a portal admin does change the token."""
+    portal, remote = victim
+    remote.add_user(5, NAME="Employee")
+    before = stored(portal)
+    form = remote.frame_payload(session=remote.sign_in(user_id))
+    form["APPLICATION_TOKEN"] = "chosen-by-the-poster"
+    response = client.post(f"/bitrix/install/?DOMAIN={fake.domain}&PROTOCOL=0", form)
+    if allowed:
+        assert response.status_code == 200, response.content
+        assert Portal.objects.get(pk=portal.pk).application_token == "chosen-by-the-poster"
+        return
+    assert response.status_code == 403
+    assert response.json()["field"] == "APPLICATION_TOKEN"
+    assert stored(portal) == before
+    forged = event_form(remote, "ONAPPUNINSTALL", "chosen-by-the-poster", CLEAN="1")
+    assert client.post("/bitrix/events/", forged).status_code == 403
+
+
 def test_app_update_through_the_install_page_keeps_the_portal_working(client, fake, victim):
     portal, remote = victim
     query = f"?DOMAIN={fake.domain}&PROTOCOL=0"
