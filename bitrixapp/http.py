@@ -150,7 +150,7 @@ def _refuse_nul_bytes(request: Request, limit: int) -> None:
     # No format we accept carries a raw NUL byte (files are refused), and PostgreSQL cannot
     # store one in a text column: refuse it before any raw row is written.
     try:
-        body = request._request.body
+        body = request.body  # Request passes it through to the HttpRequest (read once, cached)
     except RequestDataTooBig as exc:
         raise too_large(limit) from exc
     if b"\x00" in body:

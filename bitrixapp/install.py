@@ -1,7 +1,8 @@
 """Installing, re-authorizing and uninstalling a portal.
 
-Two install shapes arrive at /bitrix/install/ (Bitrix24 REST docs: settings/app-installation): the install page opened in the
-Bitrix24 frame (AUTH_ID, REFRESH_ID, member_id, query DOMAIN/PROTOCOL; it then calls
+Two install shapes arrive at /bitrix/install/ (Bitrix24 REST docs:
+settings/app-installation): the install page opened in the Bitrix24 frame (AUTH_ID,
+REFRESH_ID, member_id, query DOMAIN/PROTOCOL; it then calls
 BX24.installFinish()), and the server-to-server ONAPPINSTALL form (auth[...]). Both end in
 `install()`, which stores the portal and queues the one-time setup through the outbox.
 
@@ -362,8 +363,9 @@ def revive(portal: Portal, grant: Grant) -> tuple[bool, str]:
 def queue_setup(portal: Portal) -> None:
     """Bind our event handlers (unbind first: bind twice is an error) and learn the plan.
 
-    Bindings vanish on every app update and reinstall (Bitrix24 REST docs: event.bind), so this runs on each
-    install and whenever the app page finds the bindings made by an older version.
+    Bindings vanish on every app update and reinstall (Bitrix24 REST docs: event.bind), so
+    this runs on each install and whenever the app page finds the bindings made by an older
+    version.
     """
     already = B24Command.objects.filter(
         portal=portal, owner_key=SETUP_OWNER, state__in=B24Command.OPEN_STATES
@@ -407,7 +409,8 @@ def _events_bound(command: B24Command) -> None:
     portal.save()
 
 
-# LICENSE_FAMILY values of Enterprise plans get the larger bucket (Bitrix24 REST docs: app.info, limits.md).
+# LICENSE_FAMILY values of Enterprise plans get the larger bucket (Bitrix24 REST docs:
+# app.info, limits.md).
 ENTERPRISE_FAMILIES = {"ent", "enterprise"}
 
 

@@ -1,7 +1,7 @@
 """The only code that speaks HTTP to Bitrix24: REST calls, OAuth refresh, error classification.
 
-Errors are classified by the `error` string (Bitrix24 REST docs: system errors), not by HTTP status alone:
-some SDKs and the docs disagree on statuses, the strings are stable.
+Errors are classified by the `error` string (Bitrix24 REST docs: system errors), not by HTTP
+status alone: some SDKs and the docs disagree on statuses, the strings are stable.
 """
 
 import enum
@@ -257,7 +257,8 @@ class GrantNotVerified(Exception):
         self.retryable = retryable
 
 
-MAX_TOKEN_LIFETIME_S = 86400  # an access token lives an hour (Bitrix24 REST docs: settings/oauth); a day is plenty
+# An access token lives an hour (Bitrix24 REST docs: settings/oauth); a day is plenty.
+MAX_TOKEN_LIFETIME_S = 86400
 MAX_USER_ID = 2**31 - 1  # Portal.installer_user_id is a PostgreSQL integer
 
 

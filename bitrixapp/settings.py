@@ -87,7 +87,8 @@ BITRIX24_RETRY_HORIZON_S = env.int("BITRIX24_RETRY_HORIZON_S", default=24 * 3600
 BITRIX24_RETRY_MAX_DELAY_S = env.int("BITRIX24_RETRY_MAX_DELAY_S", default=300)
 # Commands per batch request (Bitrix24 allows 50); 1 turns batching off.
 BITRIX24_BATCH_MAX = max(1, min(50, env.int("BITRIX24_BATCH_MAX", default=50)))
-# Per-method execution-time budget in a sliding 10 minutes (Bitrix24 REST docs: limits.md; 480 s historically).
+# Per-method execution-time budget in a sliding 10 minutes (Bitrix24 REST docs: limits.md;
+# 480 s historically).
 BITRIX24_OPERATING_LIMIT_S = env.float("BITRIX24_OPERATING_LIMIT_S", default=480.0)
 BITRIX24_JS_SDK_URL = env.str("BITRIX24_JS_SDK_URL", default="//api.bitrix24.com/api/v1/")
 
