@@ -21,7 +21,8 @@ from telephony.providers.base import CallEvent, Direction, Kind
 # A call processed this long after it happened gets no cards (they would pop up stale).
 LATE_AFTER_S = 120
 
-# Bitrix24 call TYPE by direction (Bitrix24 REST docs: telephony.externalCall.register); callbacks are TYPE 4.
+# Bitrix24 call TYPE by direction (Bitrix24 REST docs: telephony.externalCall.register);
+# callbacks are TYPE 4.
 CALL_TYPES = {Direction.INBOUND: 2, Direction.OUTBOUND: 1, Direction.INTERNAL: 2}
 CALLBACK_TYPE = 4
 
@@ -226,8 +227,8 @@ def originate_failed(
 ) -> tuple[CallState, list[Intent]]:
     """The call could not be placed (the PBX refused it, or nobody can ring): finish it as
     failed with the reason. A callback Bitrix24 has no call for yet is registered first,
-    without a card (the offline recipe of telephony.externalCall.finish in the Bitrix24 REST docs), for `user` or the default user,
-    so the client's request still shows up in the CRM."""
+    without a card (the offline recipe of telephony.externalCall.finish in the Bitrix24 REST
+    docs), for `user` or the default user, so the client's request still shows up in the CRM."""
     new = CallState.from_json(state.to_json())
     out: list[Intent] = []
     if new.finished:

@@ -1,6 +1,7 @@
 """The install page in a real browser: it must call BX24.installFinish(), or Bitrix24 never
-delivers events (Bitrix24 REST docs: settings/app-installation). Headless Chromium posts the install frame form to a live
-server; the page loads a stub of the Bitrix24 JS SDK that reports the call back to us."""
+delivers events (Bitrix24 REST docs: settings/app-installation). Headless Chromium posts the
+install frame form to a live server; the page loads a stub of the Bitrix24 JS SDK that reports
+the call back to us."""
 
 import os
 import shutil

@@ -35,7 +35,8 @@ def configure(pbx, **fields):
 
 
 def request_callback(pbx):
-    """A visitor filled in a CRM callback form on the app's line (Bitrix24 REST docs: OnExternalCallBackStart)."""
+    """A visitor filled in a CRM callback form on the app's line (Bitrix24 REST docs:
+    OnExternalCallBackStart)."""
     form = {"event": "ONEXTERNALCALLBACKSTART", "event_handler_id": "4", "ts": "1"}
     form.update({f"auth[{k}]": v for k, v in pbx.remote.auth_data(with_tokens=False).items()})
     data = {
