@@ -3,18 +3,27 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 
-from bitrixapp import install, outbox
+from bitrixapp import install, outbox, users
+from bitrixapp.admin_scope import OPERATORS_ONLY, PortalScoped, scoped
 from bitrixapp.inbox_admin import InboundRequestAdmin
-from bitrixapp.models import B24Command, BitrixEvent, Portal
+from bitrixapp.models import B24Command, BitrixEvent, BitrixUser, Portal
 
 
 @admin.register(Portal)
-class PortalAdmin(admin.ModelAdmin):
+class PortalAdmin(PortalScoped, admin.ModelAdmin):
+    portal_path = ""  # the portal itself
+    portal_permissions = ("view",)
     list_display = ("domain", "member_id", "status", "parked", "plan", "app_status")
     list_filter = ("status", "detected_plan", "plan_override")
     search_fields = ("domain", "member_id")
@@ -72,7 +81,9 @@ class PortalAdmin(admin.ModelAdmin):
 
 
 @admin.register(B24Command)
-class B24CommandAdmin(admin.ModelAdmin):
+class B24CommandAdmin(PortalScoped, admin.ModelAdmin):
+    portal_path = "portal"
+    portal_permissions = ("view",)
     list_display = (
         "id",
         "portal",
@@ -125,7 +136,55 @@ class B24CommandAdmin(admin.ModelAdmin):
 
 @admin.register(BitrixEvent)
 class BitrixEventAdmin(InboundRequestAdmin):
+    portal_path = "portal"
     list_display = ("id", "portal", "source", "state", "attempts", "received_at", "processed_at")
     list_filter = ("state", "source", "portal")
     list_select_related = ("portal",)
     extra_fields = ("portal",)
+
+
+@admin.register(BitrixUser)
+class BitrixUserAdmin(PortalScoped, admin.ModelAdmin):
+    """The synced user list; "Refresh from Bitrix24" (a button above the list) reads it anew."""
+
+    portal_path = "portal"
+    portal_permissions = ("view",)
+    list_display = ("name", "user_id", "extension", "email", "is_active", "synced_at", "portal")
+    list_filter = ("is_active", "portal")
+    search_fields = ("name", "email", "extension", "=user_id")
+    readonly_fields = ("portal", "user_id", "name", "email", "extension", "is_active", "synced_at")
+    change_list_template = "admin/bitrixapp/bitrixuser/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the list comes from Bitrix24
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(require_POST(self.refresh_view))
+        return [path("refresh/", view, name="bitrixapp_bitrixuser_refresh"), *super().get_urls()]
+
+    def refresh_view(self, request: HttpRequest) -> HttpResponseRedirect:
+        """Read the users of every portal the login may see (a portal admin: their own)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        portals = scoped(Portal.objects.filter(status=Portal.Status.ACTIVE), "", request)
+        for portal in portals:
+            users.sync(portal)
+        messages.success(
+            request, _("Reading the user list from Bitrix24; reload this page in a moment.")
+        )
+        return HttpResponseRedirect(reverse("admin:bitrixapp_bitrixuser_changelist"))
+
+
+# The logins themselves are the operator's business only.
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class OperatorUserAdmin(PortalScoped, UserAdmin):
+    portal_path = OPERATORS_ONLY
+
+
+@admin.register(Group)
+class OperatorGroupAdmin(PortalScoped, GroupAdmin):
+    portal_path = OPERATORS_ONLY

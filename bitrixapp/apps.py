@@ -8,7 +8,7 @@ class BitrixAppConfig(AppConfig):
     def ready(self) -> None:
         # Registers the outbox result handlers used by install/setup and the events inbox;
         # describes the endpoints in the OpenAPI schema.
-        from bitrixapp import events, inbox, install, schema  # noqa: F401
+        from bitrixapp import events, inbox, install, schema, users  # noqa: F401
         from bitrixapp.models import BitrixEvent
 
         inbox.register(BitrixEvent, events.handle, queue="default")

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from bitrixapp import inbox
+from bitrixapp.admin_scope import PortalScoped
 
 INBOX_FIELDS = (
     "source",
@@ -24,9 +25,12 @@ INBOX_FIELDS = (
 )
 
 
-class InboundRequestAdmin(admin.ModelAdmin):
+class InboundRequestAdmin(PortalScoped, admin.ModelAdmin):
     """Read-only: rows come from the outside only. Subclasses add their own columns in front
-    (`extra_fields`) and may extend `list_display`/`list_filter`."""
+    (`extra_fields`) and may extend `list_display`/`list_filter`; they declare `portal_path`
+    (bitrixapp.admin_scope)."""
+
+    portal_permissions = ("view", "change")  # change: "process again"
 
     extra_fields: tuple[str, ...] = ()
     list_filter: tuple[str, ...] = ("state", "source")

@@ -4,9 +4,11 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.translation import gettext_lazy as _
 
 from bitrixapp.crypto import EncryptedTextField
 from bitrixapp.inbox import InboundRequest, parse_body
@@ -155,3 +157,68 @@ class BitrixEvent(InboundRequest):
     def payload(self) -> dict[str, Any]:
         """The stored body as a nested dict (bracketed form fields or JSON)."""
         return parse_body(self.body, self.content_type)
+
+
+class PortalStaff(models.Model):
+    """A Django login that belongs to one portal: a Bitrix24 admin of that portal who opened
+    the Django admin from the app page. It sees and edits only that portal's objects
+    (bitrixapp.admin_scope). Superusers (the operator) have no such link and see everything."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="portal_staff"
+    )
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="staff")
+    bitrix_user_id = models.PositiveIntegerField(_("Bitrix24 user ID"))
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("portal admin login")
+        verbose_name_plural = _("portal admin logins")
+        constraints = [
+            models.UniqueConstraint(fields=["portal", "bitrix_user_id"], name="portal_staff_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.portal} · user {self.bitrix_user_id}"
+
+
+class AdminLoginLink(models.Model):
+    """A one-time, short-lived link from the app page into the Django admin, for one portal
+    admin. Only a hash of its secret is stored; it is spent on first use."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="login_links")
+    bitrix_user_id = models.PositiveIntegerField()
+    display_name = models.CharField(max_length=200, blank=True)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"admin link #{self.pk} for {self.portal_id}/{self.bitrix_user_id}"
+
+
+class BitrixUser(models.Model):
+    """A Bitrix24 user of a portal as `user.get` last described them: what admins pick by
+    name when mapping extensions and choosing the default user."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="bitrix_users")
+    user_id = models.PositiveIntegerField(_("Bitrix24 user ID"))
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    email = models.CharField(_("email"), max_length=200, blank=True)
+    extension = models.CharField(
+        _("internal number"), max_length=32, blank=True, help_text=_("UF_PHONE_INNER in Bitrix24")
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    synced_at = models.DateTimeField(_("read from Bitrix24"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("Bitrix24 user")
+        verbose_name_plural = _("Bitrix24 users")
+        ordering = ("name", "user_id")
+        constraints = [
+            models.UniqueConstraint(fields=["portal", "user_id"], name="bitrix_user_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or _('user')} (#{self.user_id})"

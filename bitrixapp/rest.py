@@ -305,16 +305,47 @@ def is_portal_admin(grant: VerifiedGrant) -> bool:
     """Ask the portal (`user.admin`) whether the verified token's user is a portal admin.
 
     Only the verified endpoint is called, with the verified token; any trouble counts as no."""
+    return _ask_user(grant.client_endpoint, grant.access_token, "user.admin") is True
+
+
+def _ask_user(endpoint: str, access_token: str, method: str) -> Any:
+    """The `result` of a no-parameter method asked with a user's token; None on any trouble."""
     try:
         reply = _session.post(
-            grant.client_endpoint + "user.admin",
-            json={"auth": grant.access_token},
-            timeout=settings.BITRIX24_TIMEOUT,
+            endpoint + method, json={"auth": access_token}, timeout=settings.BITRIX24_TIMEOUT
         )
     except requests.RequestException as exc:
-        log.warning("user.admin for %s: %s", grant.member_id, type(exc).__name__)
-        return False
-    return reply.status_code == 200 and _json_body(reply).get("result") is True
+        log.warning("%s at %s: %s", method, urlsplit(endpoint).netloc, type(exc).__name__)
+        return None
+    return _json_body(reply).get("result") if reply.status_code == 200 else None
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """Who opened the app page, as the portal itself says (`profile`, `user.admin`)."""
+
+    user_id: int
+    name: str
+    is_admin: bool
+
+
+def current_user(portal: Portal, access_token: str) -> PortalUser | None:
+    """The user whose token the app page was posted with, asked of the portal's STORED REST
+    endpoint (never a URL from the request); None when the portal does not know the token."""
+    profile = _ask_user(portal.rest_base, access_token, "profile")
+    if not isinstance(profile, dict) or not str(profile.get("ID") or "").isdigit():
+        return None
+    user_id = int(profile["ID"])
+    if not 0 < user_id <= MAX_USER_ID:
+        return None
+    name = " ".join(str(profile.get(k) or "").strip() for k in ("NAME", "LAST_NAME")).strip()
+    # profile's ADMIN flag and user.admin must agree: the second is what Bitrix24 documents
+    # as "may manage app settings".
+    admin = (
+        profile.get("ADMIN") is True
+        and _ask_user(portal.rest_base, access_token, "user.admin") is True
+    )
+    return PortalUser(user_id, name[:200], admin)
 
 
 def _mark_needs_reauth(portal: Portal, reason: str) -> None:

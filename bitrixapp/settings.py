@@ -119,6 +119,9 @@ MIDDLEWARE = [
     "bitrixapp.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Russian or English: the app page takes Bitrix24's LANG (bitrixapp.app_page), every other
+    # page the browser's Accept-Language.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -216,7 +219,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+# The compiled catalogues (.mo) are committed next to the .po sources: `make run` on a fresh
+# machine needs no gettext tools.
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -256,8 +263,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# Bitrix24 shows the app pages in an iframe on the portal's own domain.
+# Bitrix24 shows the app pages in an iframe on the portal's own domain: those pages are exempt
+# and send CSP frame-ancestors naming the portal instead (bitrixapp.app_page).
 X_FRAME_OPTIONS = "DENY"
+# The one-time link from the app page into the admin: seconds it stays valid.
+ADMIN_LOGIN_LINK_TTL_S = env.int("ADMIN_LOGIN_LINK_TTL_S", default=120)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PUBLIC_HTTPS)

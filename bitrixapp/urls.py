@@ -8,6 +8,8 @@ urlpatterns = [
     path("bitrix/install/", views.InstallView.as_view(), name="bitrix-install"),
     path("bitrix/app/", views.AppPageView.as_view(), name="bitrix-app"),
     path("bitrix/events/", views.EventsView.as_view(), name="bitrix-events"),
+    path("bitrix/admin-login/", views.admin_login_view, name="bitrix-admin-login"),
+    path("", views.home, name="home"),
     path("telephony/", include("telephony.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

@@ -6,17 +6,23 @@ install verification through install.py, which asks the auth server via rest.py.
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import login
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone, translation
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext as _
 from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 
-from bitrixapp import events, install
+from bitrixapp import admin_login, app_page, events, install, rest, users
 from bitrixapp.http import (
     ApiError,
     InboundEndpoint,
@@ -24,7 +30,7 @@ from bitrixapp.http import (
     not_found,
     text,
 )
-from bitrixapp.models import BitrixEvent, Portal
+from bitrixapp.models import BitrixEvent, BitrixUser, Portal
 from bitrixapp.webhooks import check_application_token, portal_for_event
 
 log = logging.getLogger(__name__)
@@ -71,11 +77,31 @@ def _retry_later(exc: install.AuthServerUnavailable) -> JsonResponse:
     return response
 
 
+def wants_html(request: HttpRequest) -> bool:
+    """A person's browser, not a server: GETs from it get a page, everything else JSON."""
+    return "text/html" in request.META.get("HTTP_ACCEPT", "")
+
+
+class HumanGet:
+    """A GET of a URL only Bitrix24 should POST to: a short page for a person who opened it
+    in a browser; the JSON 405 of the endpoint's contract for everyone else."""
+
+    def get(self, request: Request) -> HttpResponse:
+        if not wants_html(request):
+            return self.http_method_not_allowed(request)
+        return render(
+            request,
+            "bitrixapp/outside.html",
+            {"version": settings.APP_VERSION, "base_url": settings.APP_BASE_URL},
+        )
+
+
 @method_decorator(xframe_options_exempt, name="dispatch")
-class InstallView(InboundEndpoint):
+class InstallView(HumanGet, InboundEndpoint):
     """POST /bitrix/install/: the install page in the frame, or the ONAPPINSTALL callback."""
 
     def post(self, request: Request) -> HttpResponse:
+        app_page.activate(request.query_params.get("LANG"))
         form = self.form(request)
         if str(form.get("event") or "").upper() == "ONAPPINSTALL":
             return _install_event(form)
@@ -92,12 +118,18 @@ class InstallView(InboundEndpoint):
 
 
 @method_decorator(xframe_options_exempt, name="dispatch")
-class AppPageView(InboundEndpoint):
-    """POST /bitrix/app/: the app's main page inside the Bitrix24 frame."""
+class AppPageView(HumanGet, InboundEndpoint):
+    """POST /bitrix/app/: the app's main page inside the Bitrix24 frame.
+
+    Trust: the APPLICATION_TOKEN must be the stored one (the request comes from this portal's
+    Bitrix24), and who the user is comes from the portal itself (`profile`, `user.admin` asked
+    with the posted AUTH_ID at the STORED endpoint). Only portal admins get the webhook URLs
+    and the button into the settings."""
 
     parser_classes = [FormParser, MultiPartParser]
 
     def post(self, request: Request) -> HttpResponse:
+        app_page.activate(request.query_params.get("LANG"))
         form = self.form(request)
         grant = _grant_or_400(install.grant_from_frame, request.query_params, form)
         portal = Portal.objects.filter(member_id=grant.member_id).first()
@@ -105,13 +137,28 @@ class AppPageView(InboundEndpoint):
             raise not_found("this portal has not installed the app; install it from Bitrix24")
         if portal.application_token:
             check_application_token(portal, grant.application_token, "APPLICATION_TOKEN")
+        # Asked before revive(): that exchanges the posted refresh token for a new pair.
+        user = rest.current_user(portal, grant.access_token)
         revived, refused = install.revive(portal, grant)
-        if install.needs_setup(portal):
-            with transaction.atomic():
+        with transaction.atomic():
+            if install.needs_setup(portal):
                 install.queue_setup(portal)
+            if user and user.is_admin and _users_stale(portal):
+                users.sync(portal)
+            login_token = admin_login.issue(portal, user) if user and user.is_admin else ""
         context = _page_context(portal)
-        context.update(revived=revived, revive_refused=refused)
-        return render(request, "bitrixapp/app.html", context)
+        context.update(
+            revived=revived,
+            revive_refused=refused,
+            user=user,
+            is_admin=bool(user and user.is_admin),
+            login_token=login_token,
+            panels=app_page.panels(portal),
+            language=translation.get_language(),
+        )
+        response = render(request, "bitrixapp/app.html", context)
+        response["Content-Security-Policy"] = _frame_ancestors(portal)
+        return response
 
 
 def _page_context(portal: Portal) -> dict[str, Any]:
@@ -120,6 +167,24 @@ def _page_context(portal: Portal) -> dict[str, Any]:
         "events_url": f"{settings.APP_BASE_URL}/bitrix/events/",
         "sdk_url": settings.BITRIX24_JS_SDK_URL,
     }
+
+
+# The user list is read again when an admin opens the app and it is older than this.
+USERS_STALE_AFTER_S = 24 * 3600
+
+
+def _users_stale(portal: Portal) -> bool:
+    newest = BitrixUser.objects.filter(portal=portal).order_by("-synced_at").first()
+    return newest is None or (timezone.now() - newest.synced_at).total_seconds() > (
+        USERS_STALE_AFTER_S
+    )
+
+
+def _frame_ancestors(portal: Portal) -> str:
+    """Only the portal's own pages may frame the app page (Bitrix24 REST docs:
+    local-integrations/site-does-not-allow-connection)."""
+    scheme = urlsplit(portal.client_endpoint).scheme or "https"
+    return f"frame-ancestors {scheme}://{portal.domain}"
 
 
 class EventsView(InboundEndpoint):
@@ -148,6 +213,36 @@ class EventsView(InboundEndpoint):
         if len(name) > EVENT_NAME_MAX:
             raise bad_request(f"event is longer than {EVENT_NAME_MAX} characters", field="event")
         return name
+
+
+@csrf_exempt  # posted from the app page in the Bitrix24 iframe, which has no CSRF cookie
+@require_http_methods(["GET", "POST"])
+def admin_login_view(request: HttpRequest) -> HttpResponse:
+    """POST /bitrix/admin-login/ from the app page's button (a new tab): spend the one-time
+    token, log in as the portal's admin, go to the admin. The token travels in the body, so it
+    is never in a URL, a log or the browser history."""
+    language = app_page.language_of(request.POST.get("lang"))
+    translation.activate(language)
+    user = admin_login.redeem(request.POST.get("token", "")) if request.method == "POST" else None
+    if user is None:
+        return render(request, "bitrixapp/login_refused.html", status=403 if request.POST else 200)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    response = HttpResponseRedirect("/admin/")
+    response.set_cookie(settings.LANGUAGE_COOKIE_NAME, language, samesite="Lax")
+    return response
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """GET /: what this service is, its version, where to start."""
+    return render(
+        request,
+        "bitrixapp/home.html",
+        {
+            "version": settings.APP_VERSION,
+            "base_url": settings.APP_BASE_URL,
+            "title": _("Bitrix24 telephony & SMS bridge"),
+        },
+    )
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from bitrixapp import credential_form, timeline
+from bitrixapp.admin_scope import PortalScoped
 from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.timeline import as_json, lines, when
 from telephony import directory, providers
@@ -41,14 +42,16 @@ class PbxConnectionForm(credential_form.CredentialsForm):
         fields = ("portal", "name", "provider", "is_active", *CONNECTION_SETTINGS)
 
 
-class PbxLineInline(admin.TabularInline):
+class PbxLineInline(PortalScoped, admin.TabularInline):
+    portal_path = "connection__portal"
     model = PbxLine
     fields = ("number", "line_number", "name", "crm_auto_create", "registered_at")
     readonly_fields = ("registered_at",)
     extra = 0
 
 
-class PbxExtensionInline(admin.TabularInline):
+class PbxExtensionInline(PortalScoped, admin.TabularInline):
+    portal_path = "connection__portal"
     model = PbxExtension
     fields = ("extension", "user_id", "source")
     readonly_fields = ("source",)
@@ -56,7 +59,8 @@ class PbxExtensionInline(admin.TabularInline):
 
 
 @admin.register(PbxConnection)
-class PbxConnectionAdmin(admin.ModelAdmin):
+class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
+    portal_path = "portal"
     list_display = ("name", "portal", "provider", "is_active", "last_error_at")
     list_filter = ("provider", "is_active", "portal")
     search_fields = ("name", "portal__domain", "portal__member_id")
@@ -179,7 +183,9 @@ def call_timeline(call: Call) -> list[timeline.Entry]:
 
 
 @admin.register(Call)
-class CallAdmin(admin.ModelAdmin):
+class CallAdmin(PortalScoped, admin.ModelAdmin):
+    portal_path = "portal"
+    portal_permissions = ("view",)
     list_display = (
         "created_at",
         "connection",
@@ -240,6 +246,7 @@ def _recording_row(r: CallRecording) -> tuple:
 
 @admin.register(PbxEvent)
 class PbxEventAdmin(InboundRequestAdmin):
+    portal_path = "portal"
     list_display = ("id", "connection", "source", "state", "call", "received_at", "processed_at")
     list_filter = ("state", "source", "connection")
     list_select_related = ("connection", "call")

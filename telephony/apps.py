@@ -9,8 +9,9 @@ class TelephonyConfig(AppConfig):
         # Registers outbox result and send-time handlers, Bitrix24 event handlers, the webhook
         # inbox and the `pbx` section of the configuration file; describes the PBX webhook in
         # the OpenAPI schema.
-        from bitrixapp import inbox
+        from bitrixapp import app_page, inbox
         from telephony import (  # noqa: F401
+            app_panel,
             bitrix_events,
             cards,
             config,
@@ -23,3 +24,4 @@ class TelephonyConfig(AppConfig):
 
         # Call events never wait behind other work: their own queue.
         inbox.register(PbxEvent, pipeline.handle, queue="calls")
+        app_page.register("telephony", app_panel.panel)
