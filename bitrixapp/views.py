@@ -84,11 +84,12 @@ def wants_html(request: HttpRequest) -> bool:
 
 class HumanGet:
     """A GET of a URL only Bitrix24 should POST to: a short page for a person who opened it
-    in a browser; the JSON 405 of the endpoint's contract for everyone else."""
+    in a browser (before DRF, whose content negotiation knows only JSON); the JSON 405 of the
+    endpoint's contract for everyone else."""
 
-    def get(self, request: Request) -> HttpResponse:
-        if not wants_html(request):
-            return self.http_method_not_allowed(request)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method != "GET" or not wants_html(request):
+            return super().dispatch(request, *args, **kwargs)
         return render(
             request,
             "bitrixapp/outside.html",
