@@ -9,7 +9,9 @@ deactivated in Bitrix24), so old mappings still show a name.
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from bitrixapp import outbox
 from bitrixapp.models import B24Command, BitrixUser, Portal
@@ -66,17 +68,23 @@ def _users_synced(command: B24Command) -> None:
         ).update(is_active=False)
 
 
-def choices(portal_id: int | None, current: int | None = None) -> list[tuple[int, str]]:
-    """(user id, "Name (#id)") for a select; a stored id not in the list keeps its place."""
-    users = (
-        BitrixUser.objects.filter(portal_id=portal_id) if portal_id else BitrixUser.objects.none()
+def user_field(portal_id: int | None, keep: set[int], field: forms.Field) -> forms.Field:
+    """A select of the portal's Bitrix24 users by name replacing the numeric `field`; ids in
+    `keep` (already stored) stay selectable. Without a synced list the number input stays."""
+    rows = list(BitrixUser.objects.filter(portal_id=portal_id)) if portal_id else []
+    if not rows:
+        return field
+    options = [(u.user_id, str(u) if u.is_active else f"{u} ({_('inactive')})") for u in rows]
+    known = {u.user_id for u in rows}
+    options += [(user_id, f"#{user_id}") for user_id in sorted(keep - known)]
+    return forms.TypedChoiceField(
+        choices=[("", "---------"), *options],
+        coerce=int,
+        empty_value=None,
+        required=field.required,
+        label=field.label,
+        help_text=field.help_text,
     )
-    options = [(u.user_id, str(u)) for u in users.filter(is_active=True)]
-    known = {value for value, _label in options}
-    if current is not None and current not in known:
-        stale = users.filter(user_id=current).first()
-        options.append((current, str(stale) if stale else f"#{current}"))
-    return options
 
 
 def names(portal_id: int, user_ids: list[int]) -> dict[int, str]:

@@ -10,8 +10,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from bitrixapp import credential_form, timeline
-from bitrixapp.admin_scope import PortalScoped
+from bitrixapp import credential_form, timeline, users
+from bitrixapp.admin_scope import PortalScoped, staff_portal
 from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.timeline import as_json, lines, when
 from telephony import directory, providers
@@ -57,6 +57,21 @@ class PbxExtensionInline(PortalScoped, admin.TabularInline):
     readonly_fields = ("source",)
     extra = 0
 
+    def get_formset(self, request: HttpRequest, obj: PbxConnection | None = None, **kwargs: Any):
+        formset = super().get_formset(request, obj, **kwargs)
+        keep = set(obj.extensions.values_list("user_id", flat=True)) if obj else set()
+        fields = formset.form.base_fields
+        fields["user_id"] = users.user_field(_portal_id(request, obj), keep, fields["user_id"])
+        return formset
+
+
+def _portal_id(request: HttpRequest, connection: PbxConnection | None) -> int | None:
+    """Whose users to offer: the connection's portal, or a portal admin's own on "add"."""
+    if connection is not None:
+        return connection.portal_id
+    portal = staff_portal(request)
+    return portal.pk if portal else None
+
 
 @admin.register(PbxConnection)
 class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
@@ -89,7 +104,13 @@ class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         kwargs["form"] = credential_form.credential_form(PbxConnectionForm, _registered_providers())
-        return super().get_form(request, obj, change, **kwargs)
+        form = super().get_form(request, obj, change, **kwargs)
+        if "default_user_id" in form.base_fields:
+            keep = {obj.default_user_id} if obj and obj.default_user_id else set()
+            form.base_fields["default_user_id"] = users.user_field(
+                _portal_id(request, obj), keep, form.base_fields["default_user_id"]
+            )
+        return form
 
     @admin.display(description="webhook URL")
     def webhook_url_display(self, connection: PbxConnection) -> str:
