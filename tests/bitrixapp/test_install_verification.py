@@ -286,7 +286,9 @@ def test_app_page_opened_by_an_admin_revives_the_portal(client, fake, make_porta
     assert fresh.status == Portal.Status.ACTIVE
     assert fresh.last_error == ""
     assert (fresh.access_token, fresh.refresh_token) == (admin.access_token, admin.refresh_token)
-    assert [c.method for c in fake.calls_of("user.admin")] == ["user.admin"]
+    # Once for the page (who is this user, at the stored endpoint), once by revive() with the
+    # tokens the auth server just confirmed.
+    assert [c.method for c in fake.calls_of("user.admin")] == ["user.admin", "user.admin"]
 
 
 def test_app_page_opened_by_a_non_admin_shows_status_and_stores_nothing(client, fake, make_portal):
