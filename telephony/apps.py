@@ -11,6 +11,7 @@ class TelephonyConfig(AppConfig):
         # the OpenAPI schema.
         from bitrixapp import inbox
         from telephony import (  # noqa: F401
+            alerts,
             bitrix_events,
             cards,
             config,
