@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 (the Russian texts: Cyrillic letters that look Latin are meant)
 """Failures told inside Bitrix24 (bitrixapp.problems): each kind makes exactly the Bitrix24
 calls of the table — the CRM call finished with a reason, a notification to the user who
 acted, one per problem and day to the admins (with a count), one recovery notice — in the
@@ -22,10 +23,12 @@ CLICKER = 77  # a Bitrix24 user with no extension mapped on the connection
 
 TEXTS = {
     "ru": {
-        "no_extension": "Для линии Sales не указан ваш внутренний номер — обратитесь к администратору.",
+        "no_extension": (
+            "Для линии Sales не указан ваш внутренний номер — обратитесь к администратору."
+        ),
         "admin_no_extension": "Пользователь #77 не может звонить из CRM",
         "recovered_extension": "Пользователь #77 снова может звонить из CRM по линии Sales.",
-        "refused": "АТС отказалась совершить звонок",
+        "refused": "отказалась совершить звонок",
         "no_connection": "телефония на этом Битрикс24 не подключена",
         "bad_signature": "присылает вебхуки с неверным ключом",
         "webhooks_back": "Вебхуки подключения Moscow office снова принимаются.",
