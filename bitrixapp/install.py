@@ -366,7 +366,12 @@ def revive(portal: Portal, grant: Grant) -> tuple[bool, str]:
         return False, "only a portal administrator can restore access: ask one to open the app"
     with transaction.atomic():
         locked = Portal.objects.select_for_update().get(pk=portal.pk)
+        installer = locked.installer_user_id
         _apply_verified(locked, verified)
+        # The reviving admin's tokens make them the installer; the one before stays an admin
+        # who hears about problems.
+        if installer and installer != locked.installer_user_id:
+            locked.admin_user_ids = list(dict.fromkeys([*locked.admin_user_ids, installer]))
         locked.status = Portal.Status.ACTIVE
         locked.language = locked.language or grant.language
         locked.record_error("")

@@ -165,3 +165,32 @@ def test_transient_errors_that_recover_tell_nobody(pbx, fake, lang):
         outbox.B24Command.objects.update(next_attempt_at=timezone.now())
     assert "register" in pbx.methods()
     assert notices(pbx) == [] and not Problem.objects.exists()
+
+
+def test_an_admin_reviving_the_portal_from_the_app_page_tells_the_admins(client, fake, make_portal):
+    portal, remote = make_portal(language="en", installer_user_id=ADMIN)
+    outbox.park(portal, "PORTAL_DELETED")
+    remote.add_user(5, NAME="Second admin")
+    remote.admins.add("5")
+    response = client.post(
+        f"/bitrix/app/?DOMAIN={fake.domain}&PROTOCOL=0&LANG=en",
+        remote.frame_payload(session=remote.sign_in(5)),
+    )
+    assert response.status_code == 200 and b"Access restored" in response.content
+    drain(portal)
+    told = [(n["USER_ID"], n["MESSAGE"]) for n in remote.notifications]
+    back = TEXTS["en"]["reauth_back"]
+    # Both hear it: the admin who restored access (whose tokens the app now holds) and the
+    # installer before them.
+    assert [user for user, _ in told] == [5, ADMIN]
+    assert all(message.startswith(back) for _, message in told)
+    assert problems.admins_of(Portal.objects.get(pk=portal.pk)) == [5, ADMIN]
+
+
+def test_install_keeps_the_portals_language(client, fake):
+    remote = fake.add_portal(member_id="lang1", domain="lang1.bitrix24.com")
+    form = remote.event_payload("ONAPPINSTALL", {"LANGUAGE_ID": "en", "VERSION": "1"})
+    assert client.post("/bitrix/install/", form).status_code == 200
+    portal = Portal.objects.get(member_id="lang1")
+    assert portal.language == "en"
+    assert problems.user_message(portal, "click_no_extension", line="L").startswith("Your")
