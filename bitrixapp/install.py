@@ -23,7 +23,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from bitrixapp import events, jobs, outbox, rest
+from bitrixapp import events, jobs, outbox, problems, rest
 from bitrixapp.http import secrets_equal
 from bitrixapp.models import B24Command, Portal
 
@@ -84,6 +84,7 @@ class Grant:
     scope: str = ""
     app_status: str = ""
     user_id: int | None = None
+    language: str = ""  # LANG of the frame, data[LANGUAGE_ID] of ONAPPINSTALL
     shape: str = "event"
 
     @property
@@ -139,6 +140,13 @@ def _endpoint(url: str, name: str) -> str:
         raise InstallRefused(str(exc), name) from exc
 
 
+def _language(value: Any) -> str:
+    """A Bitrix24 language id ("ru", "en", "ua"...); anything else is dropped, not refused:
+    it only chooses the language of our messages."""
+    text = value if isinstance(value, str) else ""
+    return text.lower() if text.isascii() and text.isalpha() and len(text) <= 8 else ""
+
+
 def grant_from_frame(query: dict[str, Any], form: dict[str, Any]) -> Grant:
     """The install/app page POST: tokens in the body, the portal's address in the query."""
     domain = _host(query.get("DOMAIN"), "DOMAIN")
@@ -161,6 +169,7 @@ def grant_from_frame(query: dict[str, Any], form: dict[str, Any]) -> Grant:
         application_token=_str(form.get("APPLICATION_TOKEN"), "APPLICATION_TOKEN"),
         scope=_str(form.get("APPLICATION_SCOPE"), "APPLICATION_SCOPE", _MAX_LENGTH["scope"]),
         app_status=_str(form.get("status"), "status")[:1],
+        language=_language(query.get("LANG")),
         shape="frame",
     )
 
@@ -168,7 +177,8 @@ def grant_from_frame(query: dict[str, Any], form: dict[str, Any]) -> Grant:
 def grant_from_event(form: dict[str, Any]) -> Grant:
     """The ONAPPINSTALL form: everything under auth[...]. Tokens may be absent (an app update
     of an app without UI); if one is there, both must be."""
-    auth = form.get("auth")
+    auth, data = form.get("auth"), form.get("data")
+    data = data if isinstance(data, dict) else {}
     if not isinstance(auth, dict):
         raise InstallRefused("auth[...] fields are required", "auth")
     access = _str(auth.get("access_token"), "auth[access_token]")
@@ -198,6 +208,7 @@ def grant_from_event(form: dict[str, Any]) -> Grant:
         scope=_str(auth.get("scope"), "auth[scope]", _MAX_LENGTH["scope"]),
         app_status=_str(auth.get("status"), "auth[status]")[:1],
         user_id=_int(auth.get("user_id"), "auth[user_id]", None, rest.MAX_USER_ID),
+        language=_language(data.get("LANGUAGE_ID")),
         shape="event",
     )
 
@@ -222,6 +233,7 @@ def install(grant: Grant) -> Portal:
             return portal  # this very token was verified for this portal moments ago
         if not created:
             _check_token_change(grant, portal, verified)
+        was_parked = portal.status == Portal.Status.NEEDS_REAUTH
         if created or portal.status != Portal.Status.ACTIVE:
             portal.installed_at = timezone.now()
         _apply_verified(portal, verified)
@@ -229,8 +241,12 @@ def install(grant: Grant) -> Portal:
             portal.application_token = grant.application_token
         portal.status = Portal.Status.ACTIVE
         portal.uninstalled_at = None
+        if grant.language and not portal.language:
+            portal.language = grant.language
         portal.save()
         queue_setup(portal)
+        if was_parked:
+            problems.resolve(portal, "portal_reauth", "portal")
         # Commands parked while the portal needed re-auth go now, not at the next sweep.
         outbox.kick_after_commit(portal.pk)
     return portal
@@ -350,13 +366,21 @@ def revive(portal: Portal, grant: Grant) -> tuple[bool, str]:
         return False, "only a portal administrator can restore access: ask one to open the app"
     with transaction.atomic():
         locked = Portal.objects.select_for_update().get(pk=portal.pk)
+        installer = locked.installer_user_id
         _apply_verified(locked, verified)
+        # The reviving admin's tokens make them the installer; the one before stays an admin
+        # who hears about problems.
+        if installer and installer != locked.installer_user_id:
+            locked.admin_user_ids = list(dict.fromkeys([*locked.admin_user_ids, installer]))
         locked.status = Portal.Status.ACTIVE
+        locked.language = locked.language or grant.language
         locked.record_error("")
         locked.last_error_at = None
         locked.save()
+        problems.resolve(locked, "portal_reauth", "portal")
         outbox.kick_after_commit(locked.pk)
     portal.refresh_from_db()
+    problems.note_admin(portal, verified.user_id)
     return True, ""
 
 

@@ -42,6 +42,10 @@ class Portal(models.Model):
     token_expires_at = models.DateTimeField(null=True, blank=True)
     scope = models.CharField(max_length=500, blank=True)
     installer_user_id = models.IntegerField(null=True, blank=True)
+    # Users seen to be portal admins (besides the installer): they hear about problems.
+    admin_user_ids = models.JSONField(default=list, blank=True)
+    # The portal's language as Bitrix24 reports it (LANGUAGE_ID, LANG): messages to its users.
+    language = models.CharField(max_length=8, blank=True)
     events_bound_version = models.CharField(max_length=32, blank=True)
     # method -> unix time until which Bitrix24 refuses it (OPERATION_TIME_LIMIT)
     paused_methods = models.JSONField(default=dict, blank=True)
@@ -222,3 +226,36 @@ class BitrixUser(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or _('user')} (#{self.user_id})"
+
+
+class Problem(models.Model):
+    """Something on a portal that fails and that a person has to fix (bitrixapp.problems).
+
+    One open row per (portal, kind, subject): every occurrence counts on it; admins hear about
+    it at most once a day; recovery closes it. A closed problem that comes back is a new row."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="problems")
+    kind = models.CharField(max_length=40)
+    subject = models.CharField(
+        max_length=200, help_text="what the problem is about, e.g. 'connection:3'"
+    )
+    params = models.JSONField(default=dict, blank=True, help_text="what the messages mention")
+    fix_url = models.CharField(max_length=500, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    is_open = models.BooleanField(default=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["portal", "kind", "subject"],
+                condition=models.Q(is_open=True),
+                name="problem_open_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject} ({'open' if self.is_open else 'closed'})"

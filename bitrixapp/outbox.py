@@ -832,6 +832,10 @@ def park(portal: Portal, reason: str) -> None:
     )
     if parked:
         log.warning("portal %s parked: %s", portal.member_id, reason)
+        # Imported here: problems enqueues through this module.
+        from bitrixapp import problems
+
+        problems.report(portal, "portal_reauth", "portal", reason=reason[:300])
     portal.status = Portal.Status.NEEDS_REAUTH
 
 

@@ -352,6 +352,14 @@ def _mark_needs_reauth(portal: Portal, reason: str) -> None:
     portal.status = Portal.Status.NEEDS_REAUTH
     portal.record_error(reason)
     portal.save(update_fields=["status", "last_error", "last_error_at", "updated_at"])
+    _report_parked(portal, reason)
+
+
+def _report_parked(portal: Portal, reason: str) -> None:
+    # Imported here: problems sends through the outbox, which imports this module.
+    from bitrixapp import problems
+
+    problems.report(portal, "portal_reauth", "portal", reason=reason[:300])
 
 
 def _store_tokens(portal: Portal, data: dict[str, Any]) -> None:

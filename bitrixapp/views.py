@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 
-from bitrixapp import admin_login, app_page, events, install, rest, users
+from bitrixapp import admin_login, app_page, events, install, problems, rest, users
 from bitrixapp.http import (
     ApiError,
     InboundEndpoint,
@@ -140,20 +140,25 @@ class AppPageView(HumanGet, InboundEndpoint):
             check_application_token(portal, grant.application_token, "APPLICATION_TOKEN")
         # Asked before revive(): that exchanges the posted refresh token for a new pair.
         user = rest.current_user(portal, grant.access_token)
+        is_admin = bool(user and user.is_admin)
+        problems.remember_language(portal, grant.language)
+        if is_admin:
+            problems.note_admin(portal, user.user_id)
         revived, refused = install.revive(portal, grant)
         with transaction.atomic():
             if install.needs_setup(portal):
                 install.queue_setup(portal)
-            if user and user.is_admin and _users_stale(portal):
+            if is_admin and _users_stale(portal):
                 users.sync(portal)
-            login_token = admin_login.issue(portal, user) if user and user.is_admin else ""
+            login_token = admin_login.issue(portal, user) if is_admin else ""
         context = _page_context(portal)
         context.update(
             revived=revived,
             revive_refused=refused,
             user=user,
-            is_admin=bool(user and user.is_admin),
+            is_admin=is_admin,
             login_token=login_token,
+            problems=problems.open_problems(portal) if is_admin else [],
             panels=app_page.panels(portal),
             language=translation.get_language(),
         )

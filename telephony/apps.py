@@ -11,6 +11,7 @@ class TelephonyConfig(AppConfig):
         # the OpenAPI schema.
         from bitrixapp import app_page, inbox
         from telephony import (  # noqa: F401
+            alerts,
             app_panel,
             bitrix_events,
             cards,

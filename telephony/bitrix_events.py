@@ -3,7 +3,7 @@
 import uuid
 from typing import Any
 
-from bitrixapp import inbox, jobs
+from bitrixapp import inbox, jobs, outbox, problems
 from bitrixapp.events import event_handler
 from bitrixapp.models import BitrixEvent, Portal
 from bitrixapp.phones import digits, to_e164
@@ -54,20 +54,50 @@ def click_to_call(event: BitrixEvent) -> None:
         raise NoRoute("ONEXTERNALCALLSTART without CALL_ID or USER_ID")
     if Call.objects.filter(portal=event.portal, b24_call_id=call_id).exists():
         return  # the same click delivered twice
-    connection = connection_for_line(event.portal, str(data.get("LINE_NUMBER") or ""))
+    line = str(data.get("LINE_NUMBER") or "")
+    connection = connection_for_line(event.portal, line)
     if connection is None:
-        raise NoRoute("the portal has no active PBX connection")
-    state = engine.click_to_call(call_id, user_id, phone, str(data.get("LINE_NUMBER") or ""))
+        _finish_unplaceable(event.portal, call_id, user_id, phone)
+        return
+    state = engine.click_to_call(call_id, user_id, phone, line)
     call = _new_call(connection, Call.Origin.CLICK_TO_CALL, state, b24_call_id=call_id)
     extension = str(data.get("EXTENSION") or "") or extension_of(connection, user_id)
     if not extension:
-        state, intents = engine.originate_failed(
-            state, f"user {user_id} has no extension on PBX connection {connection.name!r}"
-        )
+        params = {"line": connection.line_name(line), "connection": connection.name}
+        reason = problems.user_message(event.portal, "click_no_extension", **params)
+        state, intents = engine.originate_failed(state, reason)
         pipeline.emit(call, intents)
         pipeline.save_state(call, state)
+        problems.report(
+            event.portal,
+            "click_no_extension",
+            f"connection:{connection.pk}:user:{user_id}",
+            notify_user=user_id,
+            fix_url=connection.admin_path,
+            user_id=user_id,
+            **params,
+        )
         return
     jobs.after_commit(ORIGINATE, call.pk, extension)
+
+
+def _finish_unplaceable(portal: Portal, call_id: str, user_id: int, phone: str) -> None:
+    """No PBX connection at all: no Call row can exist, so the CRM's call is finished here
+    (as failed, with the reason in the portal's language) and the user and admins told."""
+    reason = problems.user_message(portal, "click_no_connection", phone=phone)
+    outbox.enqueue(
+        portal,
+        "telephony.externalCall.finish",
+        {
+            "CALL_ID": call_id,
+            "USER_ID": user_id,
+            "DURATION": 0,
+            "STATUS_CODE": engine.FAILED,
+            "FAILED_REASON": reason[:250],
+        },
+        owner_key=f"click:{call_id}"[:100],
+    )
+    problems.report(portal, "click_no_connection", "portal", notify_user=user_id, phone=phone)
 
 
 @event_handler("ONEXTERNALCALLBACKSTART")
@@ -104,15 +134,25 @@ def ring_callback(call: Call, owner: int | None) -> None:
     )
     connection.record_error(reason)
     call.last_error = reason
+    told = problems.user_message(call.portal, "callback_impossible", phone=call.client_number)
     state, intents = engine.originate_failed(
         state,
-        reason,
+        told,
         pipeline.policy_of(connection),
         call.command_id,
         user=owner,
     )
     pipeline.emit(call, intents)
     pipeline.save_state(call, state)
+    problems.report(
+        call.portal,
+        "callback_impossible",
+        f"connection:{connection.pk}",
+        notify_user=state.register_user,
+        fix_url=connection.admin_path,
+        connection=connection.name,
+        phone=call.client_number,
+    )
 
 
 def callback_extension(connection: PbxConnection, owner: int | None) -> str:

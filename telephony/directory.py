@@ -7,6 +7,7 @@ admin typed (source "manual") always win over ones read from Bitrix24.
 
 from bitrixapp import outbox
 from bitrixapp.models import B24Command
+from telephony import alerts
 from telephony.models import PbxConnection, PbxExtension, PbxLine
 
 LINE_ERRORS_MEANING_EXISTS = ("Line already exists",)
@@ -53,6 +54,7 @@ def _line_added(command: B24Command) -> None:
     lines = PbxLine.objects.filter(connection__portal_id=command.portal_id, line_number=number)
     if command.state == B24Command.State.DONE:
         lines.update(registered_at=command.finished_at)
+        alerts.line_registered(command.portal_id, number)
     elif any(text in command.error_description for text in LINE_ERRORS_MEANING_EXISTS):
         # Registered before (another connection, an earlier install): bring name/flags up to date.
         outbox.enqueue(
@@ -62,6 +64,10 @@ def _line_added(command: B24Command) -> None:
             owner_key=command.owner_key,
         )
         lines.update(registered_at=command.finished_at)
+        alerts.line_registered(command.portal_id, number)
+    else:
+        error = f"{command.error_code} {command.error_description}".strip()
+        alerts.line_refused(command.portal_id, number, error)
 
 
 def load_extensions(connection: PbxConnection, start: int = 0) -> B24Command:

@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from bitrixapp.crypto import EncryptedJSONField
@@ -57,6 +58,16 @@ class PbxConnection(models.Model):
     @property
     def webhook_url(self) -> str:
         return f"{settings.APP_BASE_URL}/telephony/hooks/{self.webhook_uuid}/"
+
+    @property
+    def admin_path(self) -> str:
+        """Where an admin fixes this connection (its mappings, credentials): problem links."""
+        return reverse("admin:telephony_pbxconnection_change", args=[self.pk])
+
+    def line_name(self, line_number: str) -> str:
+        """The name people know a line by, for messages; the number when it has none."""
+        line = self.lines.filter(Q(line_number=line_number) | Q(number=line_number)).first()
+        return (line.name or line.line_number) if line else (line_number or self.name)
 
     def record_error(self, message: str) -> None:
         PbxConnection.objects.filter(pk=self.pk).update(

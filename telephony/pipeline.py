@@ -19,7 +19,7 @@ from django.utils import timezone
 from bitrixapp import inbox, jobs, outbox
 from bitrixapp.models import B24Command, Portal
 from bitrixapp.phones import digits, to_e164
-from telephony import engine, providers
+from telephony import alerts, engine, providers
 from telephony.engine import CallState, Policy
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent
 from telephony.providers.base import CallEvent, Kind, Provider, Webhook, WebhookRejected
@@ -90,6 +90,7 @@ def apply_event(connection: PbxConnection, event: CallEvent) -> Call:
     )
     emit(call, intents)
     save_state(call, state)
+    alerts.extension_seen(connection, event, policy.users)
     return call
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from bitrixapp import rest
 from bitrixapp.phones import digits
-from telephony import engine, pipeline, providers
+from telephony import alerts, engine, pipeline, providers
 from telephony.engine import CallState
 from telephony.models import Call, CallRecording
 from telephony.providers.base import ProviderError
@@ -41,22 +41,31 @@ def originate(call_id: int, extension: str) -> None:
             connection, extension, number, call.command_id, line_number=line.first() or ""
         )
     except ProviderError as exc:
-        connection.record_error(f"originate failed: {exc}")
-        with transaction.atomic():
-            locked = Call.objects.select_for_update().get(pk=call_id)
-            policy = pipeline.policy_of(connection)
-            # A refused callback has no call in Bitrix24 yet: it is logged for the user whose
-            # extension was to ring, so the client's request is not lost.
-            state, intents = engine.originate_failed(
-                CallState.from_json(locked.state),
-                str(exc),
-                policy,
-                locked.call_key or locked.command_id,
-                user=policy.user_of(extension),
-            )
-            locked.last_error = f"originate failed: {exc}"[:2000]
-            pipeline.emit(locked, intents)
-            pipeline.save_state(locked, state)
+        _originate_refused(call, extension, exc)
+        return
+    alerts.originate_worked(call)
+
+
+def _originate_refused(call: Call, extension: str, exc: ProviderError) -> None:
+    connection = call.connection
+    connection.record_error(f"originate failed: {exc}")
+    kind = alerts.REFUSED[call.origin]
+    with transaction.atomic():
+        locked = Call.objects.select_for_update().get(pk=call.pk)
+        policy = pipeline.policy_of(connection)
+        # A refused callback has no call in Bitrix24 yet: it is logged for the user whose
+        # extension was to ring, so the client's request is not lost.
+        state, intents = engine.originate_failed(
+            CallState.from_json(locked.state),
+            alerts.reason(call, kind, exc),
+            policy,
+            locked.call_key or locked.command_id,
+            user=policy.user_of(extension),
+        )
+        locked.last_error = f"originate failed: {exc}"[:2000]
+        pipeline.emit(locked, intents)
+        pipeline.save_state(locked, state)
+        alerts.originate_refused(locked, kind, exc, state.register_user)
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=None)  # the limit is attempts, below
@@ -102,6 +111,8 @@ def _download_failed(recording_id: int, tried: int, exc: ProviderError) -> float
     ).update(**fields)
     if give_up and won:
         log.warning("recording %s failed: %s", recording_id, exc)
+        connection = CallRecording.objects.get(pk=recording_id).call.connection
+        alerts.recording_failed(connection, str(exc))
     return delay if won and not give_up else None
 
 
@@ -136,6 +147,7 @@ def _store_download(recording_id: int, filename: str, content: bytes) -> None:
         recording.next_attempt_at = None
         recording.save()
         pipeline.attach(call, recording)
+        alerts.recording_downloaded(call.connection)
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=20)

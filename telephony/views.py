@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from bitrixapp import inbox, storable
 from bitrixapp.http import ApiError, InboundEndpoint, bad_request
 from bitrixapp.webhooks import receiver_by_hook
-from telephony import providers
+from telephony import alerts, providers
 from telephony.models import PbxConnection, PbxEvent
 from telephony.providers.base import Provider, Webhook, WebhookRejected
 
@@ -40,8 +40,9 @@ class PbxWebhookView(InboundEndpoint):
             provider.verify(connection, webhook)
         except WebhookRejected as exc:
             if exc.status == 403:
-                connection.record_error(f"webhook refused: {exc.detail}")
+                alerts.webhook_refused(connection, exc.detail)
             raise _answer(exc) from exc
+        alerts.webhook_accepted(connection)
         try:
             events = provider.parse(webhook)
         except WebhookRejected as exc:

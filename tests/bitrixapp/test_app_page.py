@@ -126,3 +126,20 @@ def test_browser_get_of_app_urls_shows_a_page_other_clients_keep_json(client):
     home = client.get("/", HTTP_ACCEPT_LANGUAGE="ru")
     assert home.status_code == 200
     assert settings.APP_VERSION.encode() in home.content and "Версия".encode() in home.content
+
+
+def test_admin_sees_open_problems_with_a_link_to_fix_each_employee_does_not(
+    client, portal_with_pbx
+):
+    from bitrixapp import problems
+
+    portal, remote, connection = portal_with_pbx
+    fix = f"/admin/telephony/pbxconnection/{connection.pk}/change/"
+    problems.report(
+        portal, "webhook_bad_signature", connection.pk, fix_url=fix, connection=connection.name
+    )
+    admin_page = _open(client, portal, remote, remote.sign_in(1)).content.decode()
+    assert "Open problems" in admin_page and f'href="{fix}"' in admin_page
+    assert "Office" in admin_page
+    employee_page = _open(client, portal, remote, remote.sign_in(7)).content.decode()
+    assert "Open problems" not in employee_page

@@ -45,7 +45,7 @@ __all__ = [
     "php_flatten",
 ]
 
-SCOPE = "telephony,messageservice,crm,user_basic,placement"
+SCOPE = "telephony,messageservice,crm,user_basic,placement,im"
 TOKEN_LIFETIME = 3600  # access tokens live one hour (§3.3)
 OPERATING_WINDOW = 600.0  # "operating" is summed over a sliding 10-minute window (§4.2)
 BATCH_MAX = 50  # §4.4
@@ -539,6 +539,10 @@ class FakePortal:
         self.senders: dict[str, dict[str, Any]] = {}
         self.message_statuses: list[dict[str, Any]] = []
         self.message_ids: set[str] | None = None  # None: any MESSAGE_ID is accepted
+        # im.notify.system.add: every one received, and the live ones by TAG (a new one with
+        # the same TAG deletes the earlier ones).
+        self.notifications: list[dict[str, Any]] = []
+        self.live_notifications: dict[str, dict[str, Any]] = {}
         self._counters: dict[str, int] = {}
         self._uploads: dict[str, tuple[str, str]] = {}
         self._bucket_level = 0.0
@@ -1122,6 +1126,19 @@ def _status_update(p: FakePortal, params: dict[str, Any]) -> bool:
     return True
 
 
+def _notify_system(p: FakePortal, params: dict[str, Any]) -> int:
+    user_id, message = _int(params.get("USER_ID")), _text(params, "MESSAGE")
+    if not user_id or p.find_user("ID", str(user_id)) is None:
+        raise BitrixError("USER_ID_EMPTY", "Recipient user not found")
+    if not message:
+        raise BitrixError("MESSAGE_EMPTY", "Message can't be empty")
+    notice = {"USER_ID": user_id, "MESSAGE": message, "TAG": _text(params, "TAG")}
+    p.notifications.append(notice)
+    if notice["TAG"]:
+        p.live_notifications[f"{user_id}:{notice['TAG']}"] = notice
+    return p._next_id("notification")
+
+
 BUILTIN_METHODS: dict[str, Handler] = {
     "app.info": _app_info,
     "profile": _profile,
@@ -1145,6 +1162,7 @@ BUILTIN_METHODS: dict[str, Handler] = {
     "messageservice.sender.delete": _sender_delete,
     "messageservice.sender.list": _sender_list,
     "messageservice.message.status.update": _status_update,
+    "im.notify.system.add": _notify_system,
 }
 
 

@@ -88,7 +88,7 @@ def test_j_user_without_extension_is_finished_at_once(pbx):
     call_id = crm_registered_call(pbx)
     click(pbx, call_id, user_id="77")
     pbx.settle()
-    assert "no extension" in pbx.calls()[0][1]["FAILED_REASON"]
+    assert "не указан ваш внутренний номер" in pbx.calls()[0][1]["FAILED_REASON"]
     assert pbx.mango.callbacks == []
 
 
