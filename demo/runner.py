@@ -230,18 +230,19 @@ class Demo:
         return password
 
     def _links(self, password: str) -> dict[str, str]:
+        from demo.login import link_token
+
         links = {
             "app": f"{self.fake.base_url}/portal/{MEMBER_ID}/app/",
             "journal": f"{self.app_url}/admin/telephony/call/",
+            "journal_login": f"{self.app_url}/demo/login/{link_token('demo')}/",
             "received": f"{self.fake.base_url}/portal/calls/",
             "admin_login": "demo",
             "admin_password": password,
         }
         self.say("Open these:")
         self.say(f"  The app as the portal shows it   {links['app']}")
-        self.say(
-            f"  The call journal (admin)         {links['journal']}  "
-            f"(login demo, password {password})"
-        )
+        self.say(f"  The call journal (admin)         {links['journal_login']}")
+        self.say(f"    (a one-time sign-in link; later: {links['journal']}, demo / {password})")
         self.say(f"  What Bitrix24 received per call  {links['received']}")
         return links
