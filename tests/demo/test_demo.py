@@ -115,6 +115,10 @@ def test_the_three_pages_open_in_a_browser(demo):
             check=False,
         )
         assert shot.stat().st_size > 10_000, name
+    # The browser used the one-time link; a second use is refused.
+    assert requests.get(links["journal_login"], timeout=10).status_code == 403
+    login_page = requests.get(links["journal"], timeout=10)
+    assert "/admin/login/" in login_page.url and 'id="demo-banner"' in login_page.text
 
 
 def test_ctrl_c_stops_everything(demo):
