@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint format check-deploy clean
+.PHONY: run demo test bench lint format check-deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 # stays off unless set (DEBUG=1 make run), keys are generated once under var/.
 run: $(STAMP)
 	$(PY) manage.py serve
+
+# The app with live fakes of Bitrix24 and Mango, a demo portal and scripted calls (README:
+# "See it work"). SCENARIO=busy-hour plays 50 calls at once; everything lives in var/demo/.
+demo: $(STAMP)
+	$(PY) -m demo $(if $(SCENARIO),--scenario $(SCENARIO)) $(DEMO_ARGS)
 
 # The whole suite against real PostgreSQL and Redis (started here if installed but stopped).
 test: $(STAMP)

@@ -129,6 +129,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# `make demo` (demo/): a banner on every page says the portal and the PBX are fakes.
+DEMO = env.bool("DEMO", default=False)
+if DEMO:
+    MIDDLEWARE.append("demo.banner.DemoBannerMiddleware")
+
 ROOT_URLCONF = "bitrixapp.urls"
 WSGI_APPLICATION = "bitrixapp.wsgi.application"
 

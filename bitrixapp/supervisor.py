@@ -71,6 +71,11 @@ class Supervisor:
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         self._stop_signals += 1
 
+    def stop(self) -> None:
+        """Stop everything as Ctrl-C would (for a caller that finishes on its own: `make demo`
+        run headless)."""
+        self._stop_signals += 1
+
     def _start(self, child: Child) -> None:
         # The argv come from serve.py's own table, never from input.
         child.proc = subprocess.Popen(  # noqa: S603

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -17,5 +18,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+if settings.DEMO:  # `make demo`: the one-time admin link it prints
+    from demo.login import one_time_login
+
+    urlpatterns.append(path("demo/login/<str:token>/", one_time_login, name="demo-login"))
 
 handler404 = "bitrixapp.http.not_found_view"

@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tests.fakes import portal_pages
 from tests.fakes.loopback import LoopbackFake, TrackingHandler
 
 __all__ = [
@@ -416,6 +417,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def _send_text(handler: BaseHTTPRequestHandler, status: int, text: str, ctype: str) -> None:
+    data = text.encode("utf-8")
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        handler.close_connection = True
+
+
 def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
     data = json.dumps(payload, ensure_ascii=False, default=_json_default).encode("utf-8")
     try:
@@ -660,6 +673,12 @@ class FakePortal:
             "PLACEMENT": placement,
             "PLACEMENT_OPTIONS": options,
         }
+
+    def register_call(self, **params: Any) -> str:
+        """What Bitrix24 does itself before ONEXTERNALCALLSTART (a click on a number in the
+        CRM): it registers the call, outside the app's REST log. Returns its CALL_ID."""
+        with self._fake._lock:
+            return str(_register(self, params)["CALL_ID"])
 
     def _next_id(self, kind: str) -> int:
         self._counters[kind] = self._counters.get(kind, 0) + 1
@@ -1254,6 +1273,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/rest/", "_serve_rest"),
     ("/oauth/token", "_serve_oauth"),
     ("/upload/", "_serve_upload"),
+    ("/portal/", "_serve_page"),  # pages for people (make demo): tests/fakes/portal_pages.py
 )
 
 
@@ -1351,6 +1371,8 @@ class FakeBitrix24(LoopbackFake):
         # "500": the auth server answers 500; "close": it drops the connection. REST unaffected.
         self.oauth_outage: str | None = None
         self.known_events: set[str] = set(KNOWN_EVENTS)
+        # The application URL the portal opens in its frame (/portal/<member_id>/app/).
+        self.app_url: str | None = None
         self._handlers: dict[str, Handler] = {}
 
     def reset(self) -> None:
@@ -1471,7 +1493,13 @@ class FakeBitrix24(LoopbackFake):
                 500,
                 {"error": "INTERNAL_SERVER_ERROR", "error_description": repr(exc)},
             )
+        if isinstance(payload, portal_pages.HtmlPage):
+            _send_text(handler, status, payload.body, payload.content_type)
+            return
         _send_json(handler, status, payload)
+
+    def _serve_page(self, _handler: _RequestHandler, path: str, _body: bytes) -> tuple[int, Any]:
+        return portal_pages.page_for(self, path, self.app_url)
 
     def _reject(self, handler: _RequestHandler, path: str, body: bytes, mode: str) -> None:
         try:

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fake: Any, handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
+    def __init__(self, fake: Any, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), handler)
         self.fake = fake
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
@@ -52,12 +52,13 @@ class LoopbackFake:
 
     handler_class: ClassVar[type[TrackingHandler]]
     thread_name: ClassVar[str] = "fake"
+    listen_port: int = 0  # 0: an ephemeral port; `make demo` sets fixed ones for its links
     _server: LoopbackServer | None = None
     _thread: threading.Thread | None = None
 
     def start(self) -> Any:
         if self._server is None:
-            self._server = LoopbackServer(self, self.handler_class)
+            self._server = LoopbackServer(self, self.handler_class, self.listen_port)
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},

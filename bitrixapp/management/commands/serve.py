@@ -15,6 +15,24 @@ WORK_QUEUES = "calls,recordings,sms,default"
 DISPATCH_QUEUE = "bitrix"
 
 
+def processes() -> dict[str, list[str]]:
+    """The command lines of web, worker, dispatcher and beat (`make run`, `make demo`)."""
+    # Embedded mode: solo pools, and the rate limiter lives in the one dispatcher process.
+    pool = "--pool=solo" if settings.EMBEDDED else "--concurrency=2"
+    celery = "-m celery -A bitrixapp"
+    commands = {
+        "web": "-m gunicorn bitrixapp.wsgi -c python:bitrixapp.gunicorn_conf "
+        f"--bind {settings.HOST}:{settings.PORT}",
+        # Call events, recordings and the like never queue behind Bitrix24 dispatch.
+        "worker": f"{celery} worker -n worker@%h -Q {WORK_QUEUES} {pool} --loglevel INFO",
+        "dispatcher": f"{celery} worker -n dispatcher@%h -Q {DISPATCH_QUEUE} {pool} "
+        "--loglevel INFO",
+        "beat": f"{celery} beat --loglevel INFO",
+    }
+    # sys.executable stays one argument even if its path has spaces.
+    return {name: [sys.executable, *args.split()] for name, args in commands.items()}
+
+
 class Command(BaseCommand):
     help = "Run web, Celery worker, dispatcher and beat in the foreground (`make run`)."
 
@@ -25,23 +43,7 @@ class Command(BaseCommand):
             # nothing changed); DEBUG serves the apps' files directly instead.
             call_command("collectstatic", interactive=False, verbosity=0)
         self._print_banner()
-        sys.exit(Supervisor(self._processes(), out=sys.stdout).run())
-
-    def _processes(self) -> dict[str, list[str]]:
-        # Embedded mode: solo pools, and the rate limiter lives in the one dispatcher process.
-        pool = "--pool=solo" if settings.EMBEDDED else "--concurrency=2"
-        celery = "-m celery -A bitrixapp"
-        commands = {
-            "web": "-m gunicorn bitrixapp.wsgi -c python:bitrixapp.gunicorn_conf "
-            f"--bind {settings.HOST}:{settings.PORT}",
-            # Call events, recordings and the like never queue behind Bitrix24 dispatch.
-            "worker": f"{celery} worker -n worker@%h -Q {WORK_QUEUES} {pool} --loglevel INFO",
-            "dispatcher": f"{celery} worker -n dispatcher@%h -Q {DISPATCH_QUEUE} {pool} "
-            "--loglevel INFO",
-            "beat": f"{celery} beat --loglevel INFO",
-        }
-        # sys.executable stays one argument even if its path has spaces.
-        return {name: [sys.executable, *args.split()] for name, args in commands.items()}
+        sys.exit(Supervisor(processes(), out=sys.stdout).run())
 
     def _print_banner(self) -> None:
         base = settings.APP_BASE_URL

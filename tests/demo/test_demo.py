@@ -1,0 +1,129 @@
+"""`make demo` run headless to the end: every scripted call reached the fake Bitrix24 exactly
+as the app's call journal says; Ctrl-C stops everything; the three pages it links open in a
+real browser (their screenshots are the README's "See it work" pictures)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.bitrixapp.test_install_page import _chromium
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+PORT = int(os.environ.get("DEMO_TEST_PORT", "19412"))
+
+pytestmark = pytest.mark.worker
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo as `make demo` runs it, on ports of its own, until its report is written."""
+    work = tmp_path_factory.mktemp("demo-run")
+    report = work / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    log = (work / "demo.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            "--port",
+            str(PORT),
+            "--var-dir",
+            str(work / "demo"),
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 150
+    while not report.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not report.exists():
+        proc.kill()
+        pytest.fail("the demo did not finish:\n" + (work / "demo.log").read_text()[-4000:])
+    time.sleep(0.2)  # the report is written in one go; let the file close
+    yield json.loads(report.read_text()), proc, work
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+EXPECTED = [  # per scripted call: card shown to, hidden from, finished for, status, recordings
+    ([11, 12, 13], [11, 13], 12, "200", 0),  # ring group, Olga answers
+    ([], [], 1, "304", 0),  # IVR only: missed, for the default user
+    ([11, 12], [11], 12, "200", 0),  # transfer Ivan → Olga
+    ([11], [], 11, "304", 0),  # 4 s talk, under the 10 s minimum
+    ([], [], 12, "200", 0),  # click-to-call: Bitrix24 registered it itself
+    ([13], [], 13, "200", 0),  # callback form, for the CRM owner
+    ([13], [], 13, "200", 1),  # the late recording
+]
+
+
+def test_every_scripted_call_reached_bitrix24_as_the_journal_says(demo):
+    report, _proc, _work = demo
+    calls = report["calls"]
+    assert len(calls) == len(EXPECTED)
+    for played, (shown, hidden, user, status, records) in zip(calls, EXPECTED, strict=True):
+        (journal,) = played["journal"]
+        (received,) = played["received"]
+        assert received["call_id"] == journal["b24_call_id"]
+        assert received["finish"]["status"] == journal["status_code"] == status, played
+        assert received["finish"]["duration"] == journal["duration"]
+        assert received["finish"]["user"] == user
+        assert (received["shown_to"], received["hidden_from"]) == (shown, hidden), played
+        assert len(received["records"]) == journal["recordings_attached"] == records
+    assert calls[4]["received"][0]["registered_by"] == "Bitrix24"
+
+
+def test_the_three_pages_open_in_a_browser(demo):
+    report, _proc, work = demo
+    links = report["links"]
+    received = requests.get(links["received"], timeout=10).text
+    assert received.count("200 answered") == 5 and received.count("304 missed") == 2
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pages = {"app": links["app"], "journal": links["journal_login"], "received": links["received"]}
+    for name, url in pages.items():
+        shot = SCREENSHOTS / f"demo-{name}.png"
+        shot.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                _chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={work / name}",
+                "--window-size=1280,800",
+                "--virtual-time-budget=8000",
+                f"--screenshot={shot}",
+                url,
+            ],
+            capture_output=True,
+            timeout=90,
+            check=False,
+        )
+        assert shot.stat().st_size > 10_000, name
+    # The browser used the one-time link; a second use is refused.
+    assert requests.get(links["journal_login"], timeout=10).status_code == 403
+    login_page = requests.get(links["journal"], timeout=10)
+    assert "/admin/login/" in login_page.url and 'id="demo-banner"' in login_page.text
+
+
+def test_ctrl_c_stops_everything(demo):
+    _report, proc, _work = demo
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{PORT}/healthz", timeout=2)
