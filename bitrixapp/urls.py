@@ -9,6 +9,7 @@ urlpatterns = [
     path("bitrix/app/", views.AppPageView.as_view(), name="bitrix-app"),
     path("bitrix/events/", views.EventsView.as_view(), name="bitrix-events"),
     path("telephony/", include("telephony.urls")),
+    path("sms/", include("sms.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
