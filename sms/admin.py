@@ -93,8 +93,29 @@ class SmsAccountAdmin(admin.ModelAdmin):
                 senders.sync(sender)
 
 
+class SmsSenderForm(forms.ModelForm):
+    class Meta:
+        model = SmsSender
+        fields = ("account", "code", "name", "alpha_name", "kind", "consent_field", "is_active")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        account, code = cleaned.get("account"), cleaned.get("code")
+        if account is not None and code:
+            # The portal is taken from the account, so the model's unique (portal, code)
+            # constraint is not checked by the form itself.
+            taken = SmsSender.objects.filter(portal_id=account.portal_id, code=code)
+            if taken.exclude(pk=self.instance.pk).exists():
+                self.add_error("code", _("Another sender of this portal has this code."))
+        kind = cleaned.get("kind")
+        if kind == SmsSender.Kind.MARKETING and not cleaned.get("consent_field"):
+            self.add_error("consent_field", _("Marketing senders need a consent field."))
+        return cleaned
+
+
 @admin.register(SmsSender)
 class SmsSenderAdmin(admin.ModelAdmin):
+    form = SmsSenderForm
     list_display = ("name", "code", "alpha_name", "kind", "account", "is_active", "registration")
     list_filter = ("kind", "is_active", "account")
     search_fields = ("name", "code", "alpha_name")

@@ -9,7 +9,7 @@ class SmsConfig(AppConfig):
         # Registers the outbox result handlers (sender registration, consent), the two
         # inboxes and the `sms` section of the configuration file.
         from bitrixapp import inbox
-        from sms import config, consent, pipeline, senders  # noqa: F401
+        from sms import config, consent, pipeline, schema, senders  # noqa: F401
         from sms.models import SmsDeliveryReport, SmsHandlerCall
 
         # A campaign never delays call events: its own queue.
