@@ -21,6 +21,9 @@ BENCHMARKS = {
     "webhook_ack": "bench.webhook_ack",
     "hook_to_register": "bench.hook_to_register",
     "backfill": "bench.backfill",
+    "sms_send_rate": "bench.sms_send_rate",
+    "sms_dlr": "bench.sms_dlr",
+    "sms_memory": "bench.sms_memory",
 }
 
 

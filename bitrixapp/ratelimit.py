@@ -5,6 +5,10 @@ QUERY_LIMIT_EXCEEDED (Bitrix24 REST docs: limits.md). We keep our own counter a 
 theirs so that we wait before sending instead of being refused. With REDIS_URL the counter
 lives in Redis (one Lua script: atomic across processes and hosts, Redis' clock); in the
 embedded mode it lives in the process, which is right because that mode runs one worker.
+
+The same two homes serve `reserve()`: steady pacing at N requests per second for a key shared
+by all workers (an SMS gateway account's contracted rate). It hands out evenly spaced send
+times (a bucket of size 1), so a burst of workers never goes over the rate in any second.
 """
 
 import threading
@@ -45,12 +49,38 @@ return tostring(wait)
 """
 
 
+# KEYS[1] the key's next free send time; ARGV: seconds between sends, longest wait to book.
+# Returns {1, wait} with the slot booked, or {0, wait} (nothing booked: it is too far off).
+_PACE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2])
+local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local wait = at - now
+if wait > max_wait then return {0, tostring(wait)} end
+local keep_ms = math.ceil((wait + interval) * 1000) + 60000
+redis.call('SET', KEYS[1], tostring(at + interval), 'PX', keep_ms)
+return {1, tostring(wait)}
+"""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    booked: bool  # True: a send slot is ours, `wait` seconds from now
+    wait: float  # seconds until the slot (or, not booked, until the next free one)
+
+
 class RedisLimiter:
     def __init__(self, url: str):
         import redis
 
         self._client = redis.Redis.from_url(url)
         self._script = self._client.register_script(_LUA)
+        self._pace = self._client.register_script(_PACE_LUA)
+
+    def reserve(self, key: str, interval_s: float, max_wait_s: float) -> Reservation:
+        booked, wait = self._pace(keys=[f"b24:pace:{key}"], args=[interval_s, max_wait_s])
+        return Reservation(bool(int(booked)), float(wait))
 
     def _run(self, key: str, bucket: Bucket, cost: int, fill: bool) -> float:
         args = [bucket.drain_per_s, bucket.size, cost, "1" if fill else "0"]
@@ -67,6 +97,16 @@ class LocalLimiter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, float]] = {}
+        self._next_free: dict[str, float] = {}
+
+    def reserve(self, key: str, interval_s: float, max_wait_s: float) -> Reservation:
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next_free.get(key, 0.0))
+            if at - now > max_wait_s:
+                return Reservation(False, at - now)
+            self._next_free[key] = at + interval_s
+            return Reservation(True, at - now)
 
     def _run(self, key: str, bucket: Bucket, cost: int, fill: bool) -> float:
         with self._lock:
@@ -108,3 +148,9 @@ def take(key: str, plan: str) -> float:
 def refused(key: str, plan: str) -> None:
     """Bitrix24 said QUERY_LIMIT_EXCEEDED: something else shares the bucket; assume it full."""
     limiter().mark_full(key, bucket_for(plan))
+
+
+def reserve(key: str, per_second: float, max_wait_s: float) -> Reservation:
+    """Book the next send slot of `key` at `per_second`, unless it is more than `max_wait_s`
+    away. The caller sleeps `wait` and sends (booked), or tries again later (not booked)."""
+    return limiter().reserve(key, 1.0 / per_second, max_wait_s)

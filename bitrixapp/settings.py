@@ -204,6 +204,8 @@ CELERY_TASK_ROUTES = {
     "telephony.tasks.originate": {"queue": "calls"},
     "telephony.tasks.download_recording": {"queue": "recordings"},
     "telephony.tasks.upload_recording": {"queue": "recordings"},
+    "sms.tasks.send_message": {"queue": "sms"},
+    "sms.tasks.poll_statuses": {"queue": "sms"},
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "bitrixapp.tasks.sweep", "schedule": 30.0},
@@ -212,6 +214,8 @@ CELERY_BEAT_SCHEDULE = {
     "expire-parked-commands": {"task": "bitrixapp.tasks.expire_parked", "schedule": 300.0},
     "resume-recordings": {"task": "telephony.tasks.resume_recordings", "schedule": 60.0},
     "prune-outbox": {"task": "bitrixapp.tasks.prune", "schedule": 3600.0},
+    # Lost delivery reports, messages past their lifetime, send tasks lost with the broker.
+    "poll-sms-statuses": {"task": "sms.tasks.poll_statuses", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # A stored inbound request still waiting this long after it was due has lost its queue message

@@ -12,6 +12,7 @@ urlpatterns = [
     path("bitrix/admin-login/", views.admin_login_view, name="bitrix-admin-login"),
     path("", views.home, name="home"),
     path("telephony/", include("telephony.urls")),
+    path("sms/", include("sms.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),

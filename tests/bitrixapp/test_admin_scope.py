@@ -14,6 +14,14 @@ from django.urls import reverse
 from bitrixapp import outbox
 from bitrixapp.admin_scope import OPERATORS_ONLY, PortalScoped
 from bitrixapp.models import BitrixEvent, BitrixUser, Portal, PortalStaff
+from sms.models import (
+    SmsAccount,
+    SmsDeliveryReport,
+    SmsHandlerCall,
+    SmsMessage,
+    SmsSender,
+    SmsStatusChange,
+)
 from telephony.models import Call, PbxConnection, PbxEvent, PbxExtension, PbxLine
 
 pytestmark = pytest.mark.django_db
@@ -35,12 +43,26 @@ def _telephony(portal: Portal) -> None:
     PbxEvent.objects.create(portal=portal, connection=connection, call=call, source="events/call")
 
 
+def _sms(portal: Portal) -> None:
+    account = SmsAccount.objects.create(portal=portal, name="MTS")
+    sender = SmsSender.objects.create(
+        portal=portal, account=account, code=f"mts_{portal.pk}", name="MTS SMS", alpha_name="ACME"
+    )
+    message = SmsMessage.objects.create(
+        portal=portal, account=account, sender=sender, b24_message_id=f"m-{portal.pk}"
+    )
+    SmsStatusChange.objects.create(message=message, status="queued", source="handler")
+    SmsHandlerCall.objects.create(portal=portal, sender=sender, message=message, source="send")
+    SmsDeliveryReport.objects.create(portal=portal, account=account, source="dlr")
+
+
 # One factory per app: it makes at least one row of each of its registered models for a portal.
 WORLD: list[Callable[[Portal], None]] = [
     lambda portal: outbox.enqueue(portal, "profile"),
     lambda portal: BitrixEvent.objects.create(portal=portal, source="ONAPPTEST"),
     lambda portal: BitrixUser.objects.create(portal=portal, user_id=1, name=f"Boss {portal}"),
     _telephony,
+    _sms,
 ]
 
 

@@ -84,20 +84,20 @@ def test_a_sections_errors_carry_its_path(things):
     assert "pbx[0].provider: required" in error.value.errors
 
 
-def test_sms_is_skipped_until_an_app_registers_it(monkeypatch, make_portal):
-    monkeypatch.delitem(config.SECTIONS, "sms", raising=False)  # as before the sms app
+def test_a_planned_section_is_skipped_until_an_app_registers_it(monkeypatch, make_portal):
+    monkeypatch.setitem(config.PLANNED_SECTIONS, "fax", "fax gateways are not supported")
     portal, _ = make_portal()
-    document = {"portal": portal.domain, "sms": "gateway"}
+    document = {"portal": portal.domain, "fax": "gateway"}
     assert config.parse(document).warnings == [
-        "sms: section skipped: SMS gateways are not supported by this version"
+        "fax: section skipped: fax gateways are not supported"
     ]
-    sms = Things()
-    sms.key = "sms"
-    monkeypatch.setitem(config.SECTIONS, "sms", sms)
+    fax = Things()
+    fax.key = "fax"
+    monkeypatch.setitem(config.SECTIONS, "fax", fax)
     spec = config.parse(document)
-    assert (spec.warnings, spec.sections) == ([], {"sms": "gateway"})
+    assert (spec.warnings, spec.sections) == ([], {"fax": "gateway"})
     assert config.apply(spec) == ["things: gateway"]
-    assert sms.applied == [(portal.pk, "gateway", "sms")]
+    assert fax.applied == [(portal.pk, "gateway", "fax")]
 
 
 def test_every_section_is_applied_and_exported(things, make_portal):

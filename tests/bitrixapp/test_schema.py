@@ -12,6 +12,8 @@ ENDPOINTS = {
     "/bitrix/events/": "bitrix_events",
     "/telephony/hooks/{hook}/": "pbx_webhook",
     "/telephony/hooks/{hook}/{subpath}": "pbx_webhook_below",
+    "/sms/send/{hook}/": "sms_handler",
+    "/sms/dlr/{hook}/": "sms_delivery_report",
 }
 
 

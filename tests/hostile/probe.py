@@ -20,6 +20,7 @@ from django.test import Client
 
 from bitrixapp import inbox
 from bitrixapp.models import BitrixEvent, Portal
+from sms.models import SmsAccount, SmsDeliveryReport, SmsHandlerCall, SmsSender
 from telephony.models import PbxConnection, PbxEvent
 from tests.fakes.mango import signed_body
 
@@ -31,6 +32,10 @@ GONE_MEMBER_ID, GONE_APP_TOKEN = "m2", "apptok2"
 API_KEY, API_SALT = "mango-key", "mango-salt"
 HOOK = uuid.UUID("6c1e4a52-35a4-4b8e-9a43-0d3f9a1b2c3d")
 HOOKS = f"/telephony/hooks/{HOOK}/"
+SMS_SENDER_HOOK = uuid.UUID("0b5e1d7c-1c2a-4f7e-8d1a-5a6b7c8d9e0f")
+SMS_ACCOUNT_HOOK = uuid.UUID("9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a")
+SMS_SEND = f"/sms/send/{SMS_SENDER_HOOK}/"
+SMS_DLR = f"/sms/dlr/{SMS_ACCOUNT_HOOK}/"
 
 # A Bitrix24 member_id is 32 hex digits; tests use short names. Either way: no garbage.
 _MEMBER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -162,6 +167,22 @@ def make_world() -> None:
         credentials={"api_key": API_KEY, "api_salt": API_SALT},
         default_user_id=1,
     )
+    account = SmsAccount.objects.create(
+        portal=installed,
+        name="MTS",
+        webhook_uuid=SMS_ACCOUNT_HOOK,
+        credentials={"client_id": "1", "login": "l", "password": "p"},
+    )
+    SmsSender.objects.create(
+        portal=installed,
+        account=account,
+        code="mts_sms_by",
+        name="MTS SMS",
+        alpha_name="ACME",
+        kind=SmsSender.Kind.MARKETING,
+        consent_field="UF_CRM_SMS_CONSENT",
+        webhook_uuid=SMS_SENDER_HOOK,
+    )
 
 
 @contextmanager
@@ -214,10 +235,17 @@ def assert_rows(response: HttpResponse, before: dict[str, int]) -> None:
     accepted = 200 <= response.status_code < 300
     new_events = BitrixEvent.objects.filter(pk__gt=before["bitrix"])
     new_hooks = PbxEvent.objects.filter(pk__gt=before["pbx"])
+    new_sms = [m.objects.filter(pk__gt=before[m.__name__]) for m in SMS_INBOXES]
     if not accepted:
         assert not new_events.filter(state=BitrixEvent.State.RECEIVED).exists()
         assert not new_hooks.filter(state=PbxEvent.State.RECEIVED).exists()
+        assert not any(rows.filter(state="received").exists() for rows in new_sms)
         return
+    for rows in new_sms:
+        for row in rows:
+            inbox.process(type(row), row.pk)
+            row.refresh_from_db()
+            assert row.state in ("processed", "ignored"), row.error
     for event in new_events.filter(source="ONAPPUNINSTALL"):
         event.portal.refresh_from_db()
         assert event.portal.status == Portal.Status.UNINSTALLED, "uninstall without effect"
@@ -241,4 +269,12 @@ def assert_sound_portal(portal: Portal) -> None:
 def _high_water_marks() -> dict[str, int]:
     last_event = BitrixEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
     last_hook = PbxEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
-    return {"bitrix": last_event or 0, "pbx": last_hook or 0}
+    marks = {"bitrix": last_event or 0, "pbx": last_hook or 0}
+    for model in SMS_INBOXES:
+        marks[model.__name__] = (
+            model.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        )
+    return marks
+
+
+SMS_INBOXES = (SmsHandlerCall, SmsDeliveryReport)

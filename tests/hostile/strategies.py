@@ -22,6 +22,8 @@ from tests.hostile.probe import (
     HOOKS,
     JSON,
     MEMBER_ID,
+    SMS_DLR,
+    SMS_SEND,
     Hostile,
     RawJson,
     event_form,
@@ -266,7 +268,68 @@ def mango_requests(draw: st.DrawFn) -> Hostile:
     return Hostile(HOOKS + path, body, content_type)
 
 
+_SMS_FIELDS = ["message_id", "message_to", "message_body", "code", "module_id", "bindings"]
+
+
+@st.composite
+def sms_send_requests(draw: st.DrawFn) -> Hostile:
+    """Bitrix24 handler calls of an SMS sender, hostile values, mostly with the right token."""
+    form: dict[str, Any] = {
+        "message_id": "m-1",
+        "message_to": "+375 29 123-45-67",
+        "message_body": "Hello",
+        "code": "mts_sms_by",
+        "bindings": [{"OWNER_TYPE_ID": "3", "OWNER_ID": "12"}],
+        "auth": {"application_token": APP_TOKEN, "member_id": MEMBER_ID},
+    }
+    for _ in range(draw(st.integers(0, 3))):
+        form[draw(st.sampled_from(_SMS_FIELDS))] = draw(
+            st.one_of(EVIL_TEXT, EVIL_NUMBER, EVIL_JSON)
+        )
+    if draw(st.integers(0, 5)) == 0:
+        form["auth"] = draw(st.sampled_from([{"application_token": "forged"}, "x", None]))
+    path = draw(st.sampled_from([SMS_SEND] * 6 + [SMS_SEND.rstrip("/"), "/sms/send/x/"]))
+    if draw(st.booleans()):
+        return Hostile(path, json_text(form).encode("utf-8", "surrogatepass"), JSON)
+    pairs = [(k, v) for k, v in _flat(form)] + draw(EVIL_FIELDS)
+    return Hostile(path, form_body(pairs), draw(st.sampled_from([FORM] * 4 + [MULTIPART_CONTENT])))
+
+
+@st.composite
+def sms_report_requests(draw: st.DrawFn) -> Hostile:
+    """MTS delivery reports: objects, arrays and forms with hostile values."""
+    report: dict[str, Any] = {
+        "message_id": "x",
+        "extra_id": "b24sms-1",
+        "status": 2,
+        "substatus": 23,
+    }
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(
+            st.sampled_from(["message_id", "extra_id", "status", "substatus", "total_sms_parts"])
+        )
+        report[key] = draw(st.one_of(EVIL_NUMBER, EVIL_TEXT, EVIL_JSON))
+    document: Any = draw(st.sampled_from(["one", "array", "form", "evil"]))
+    if document == "form":
+        return Hostile(SMS_DLR, form_body([(k, str(v)) for k, v in report.items()]), FORM)
+    payload = {"one": report, "array": [report, report], "evil": draw(EVIL_JSON)}[document]
+    return Hostile(SMS_DLR, json_text(payload).encode("utf-8", "surrogatepass"), JSON)
+
+
+def _flat(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return [(prefix, "" if tree is None else str(tree))]
+    return [p for k, v in items for p in _flat(v, f"{prefix}[{k}]" if prefix else str(k))]
+
+
 _PATHS = [
+    SMS_SEND,
+    SMS_DLR,
+    "/sms/dlr/00000000-0000-0000-0000-000000000000/",
     EVENTS,
     INSTALL,
     APP,

@@ -61,3 +61,15 @@ def test_any_request_to_any_endpoint(request: Hostile) -> None:
 @given(strategies.install_field_requests())
 def test_hostile_values_in_the_install_fields(request: Hostile) -> None:
     event(f"status {send(request).status_code}")
+
+
+@BOUNDED
+@given(strategies.sms_send_requests())
+def test_sms_handler_calls(request: Hostile) -> None:
+    send(request)
+
+
+@BOUNDED
+@given(strategies.sms_report_requests())
+def test_sms_delivery_reports(request: Hostile) -> None:
+    send(request)

@@ -215,11 +215,13 @@ def test_unknown_portal_is_an_error(tmp_path, portal):
         import_text(tmp_path, CONFIG.format(portal="nowhere.bitrix24.ru"))
 
 
-def test_sms_section_is_skipped_with_a_warning(tmp_path, portal):
+def test_sms_section_is_imported_not_skipped(tmp_path, portal):
+    """The sms app registers its section: a mistake in it is an error naming its path, and
+    nothing of the file is applied (the pbx section neither)."""
     text = CONFIG.format(portal=portal.domain) + "sms:\n  - name: MTS SMS\n    provider: mts_by\n"
-    out, err = import_text(tmp_path, text)
-    assert "sms: section skipped: SMS gateways are not supported by this version" in err
-    assert PbxConnection.objects.filter(portal=portal).count() == 1
+    with pytest.raises(CommandError, match=r"sms\[0\]\.credentials: required"):
+        import_text(tmp_path, text)
+    assert PbxConnection.objects.filter(portal=portal).count() == 0
 
 
 def test_json_file_and_stdin(tmp_path, portal, monkeypatch):
