@@ -71,17 +71,17 @@ class Panel:
         return next((step for step in self.steps if not step.done), None)
 
 
-PANELS: dict[str, Callable[[Portal], Panel]] = {}
+PANELS: dict[str, Callable[[Portal], Panel | None]] = {}  # None: nothing to show
 
 
-def register(name: str, build: Callable[[Portal], Panel]) -> None:
+def register(name: str, build: Callable[[Portal], Panel | None]) -> None:
     if name in PANELS:
         raise ValueError(f"app page panel {name!r} is registered twice")
     PANELS[name] = build
 
 
 def panels(portal: Portal) -> list[Panel]:
-    return [build(portal) for build in PANELS.values()]
+    return [panel for build in PANELS.values() if (panel := build(portal)) is not None]
 
 
 # Bitrix24's LANG (the app page's query) → our language. Portals in Russian-speaking

@@ -7,11 +7,12 @@ class SmsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the outbox result handlers (sender registration, consent), the two
-        # inboxes and the `sms` section of the configuration file.
-        from bitrixapp import inbox
-        from sms import config, consent, pipeline, schema, senders  # noqa: F401
+        # inboxes, the `sms` section of the configuration file and the app page's SMS panel.
+        from bitrixapp import app_page, inbox
+        from sms import app_panel, config, consent, pipeline, schema, senders  # noqa: F401
         from sms.models import SmsDeliveryReport, SmsHandlerCall
 
+        app_page.register("sms", app_panel.panel)
         # A campaign never delays call events: its own queue.
         inbox.register(SmsHandlerCall, pipeline.handle_call, queue="sms")
         inbox.register(SmsDeliveryReport, pipeline.handle_report, queue="sms")

@@ -143,3 +143,17 @@ def test_admin_sees_open_problems_with_a_link_to_fix_each_employee_does_not(
     assert "Office" in admin_page
     employee_page = _open(client, portal, remote, remote.sign_in(7)).content.decode()
     assert "Open problems" not in employee_page
+
+
+def test_sms_accounts_appear_on_the_app_page_only_once_a_portal_has_one(client, portal_with_pbx):
+    from sms.models import SmsAccount, SmsSender
+
+    portal, remote, _connection = portal_with_pbx
+    assert "SMS gateway" not in _open(client, portal, remote, remote.sign_in(1)).content.decode()
+    account = SmsAccount.objects.create(portal=portal, name="MTS Minsk")
+    SmsSender.objects.create(
+        portal=portal, account=account, code="mts_sms", name="MTS SMS", alpha_name="ACME"
+    )
+    html = _open(client, portal, remote, remote.sign_in(1)).content.decode()
+    assert "MTS Minsk" in html and account.dlr_url in html
+    assert "0 of 1 sender registered in Bitrix24" in html
