@@ -21,7 +21,8 @@ from telephony.providers.base import CallEvent, Direction, Kind
 # A call processed this long after it happened gets no cards (they would pop up stale).
 LATE_AFTER_S = 120
 
-# Bitrix24 call TYPE by direction (Bitrix24 REST docs: telephony.externalCall.register); callbacks are TYPE 4.
+# Bitrix24 call TYPE by direction (Bitrix24 REST docs: telephony.externalCall.register);
+# callbacks are TYPE 4.
 CALL_TYPES = {Direction.INBOUND: 2, Direction.OUTBOUND: 1, Direction.INTERNAL: 2}
 CALLBACK_TYPE = 4
 
@@ -44,6 +45,7 @@ class Policy:
     min_talk_s: int = 0
     users: dict[str, int] = field(default_factory=dict)  # extension -> Bitrix24 user
     lines: dict[str, str] = field(default_factory=dict)  # PBX number -> Bitrix24 LINE_NUMBER
+    default_line: str = ""  # LINE_NUMBER of numbers not in `lines` ("": the number itself)
     log_internal: bool = False
     only_mapped_lines: bool = False
     sends_summary: bool = True
@@ -56,7 +58,9 @@ class Policy:
         return self.users.get(extension, self.default_user)
 
     def line_of(self, number: str) -> str:
-        return self.lines.get(digits(number), number) if number else ""
+        if not number:
+            return ""
+        return self.lines.get(digits(number)) or self.default_line or number
 
 
 @dataclass
@@ -226,8 +230,8 @@ def originate_failed(
 ) -> tuple[CallState, list[Intent]]:
     """The call could not be placed (the PBX refused it, or nobody can ring): finish it as
     failed with the reason. A callback Bitrix24 has no call for yet is registered first,
-    without a card (the offline recipe of telephony.externalCall.finish in the Bitrix24 REST docs), for `user` or the default user,
-    so the client's request still shows up in the CRM."""
+    without a card (the offline recipe of telephony.externalCall.finish in the Bitrix24 REST
+    docs), for `user` or the default user, so the client's request still shows up in the CRM."""
     new = CallState.from_json(state.to_json())
     out: list[Intent] = []
     if new.finished:

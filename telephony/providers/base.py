@@ -1,4 +1,5 @@
-"""What every PBX provider module gives the rest of the app (one module a PBX, docs/adding-a-provider.md).
+"""What every PBX provider module gives the rest of the app (one module a PBX,
+docs/adding-a-provider.md).
 
 A provider turns the PBX's webhooks into normalized `CallEvent`s (`parse`), checks that a
 webhook really comes from the connection's PBX (`verify`), starts calls (`originate`) and
