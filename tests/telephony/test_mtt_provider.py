@@ -167,6 +167,12 @@ def test_dedupe_key_is_stable_for_a_retry_and_differs_between_events():
     assert len(mtt.dedupe_key(hook(a))) <= 64
 
 
+def failure(call, *args) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        call(*args)
+    return caught.value
+
+
 # Recordings ----------------------------------------------------------------------------------
 
 
@@ -197,23 +203,23 @@ def test_recording_with_the_telecom_api_urls_form_takes_the_first_file(api):
 
 
 def test_a_recording_not_ready_yet_is_a_temporary_error(api):
-    error = pytest.raises(ProviderError, mtt.fetch_recording, connection(api_url=api.api_url), "x")
-    assert not error.value.permanent and "not available yet" in str(error.value)
+    error = failure(mtt.fetch_recording, connection(api_url=api.api_url), "x")
+    assert not error.permanent and "not available yet" in str(error)
 
 
 def test_a_wrong_key_is_a_permanent_error(api):
     api.recordings["c1"] = [b"RIFF"]
     conn = connection(api_url=api.api_url, api_key="wrong")
-    error = pytest.raises(ProviderError, mtt.fetch_recording, conn, "c1")
-    assert error.value.permanent and "api_key" in str(error.value)
+    error = failure(mtt.fetch_recording, conn, "c1")
+    assert error.permanent and "api_key" in str(error)
 
 
 def test_an_unreachable_api_is_temporary_and_names_no_url():
     conn = connection(api_url="http://127.0.0.1:9/")
-    error = pytest.raises(ProviderError, mtt.fetch_recording, conn, "c1")
-    assert not error.value.permanent and "127.0.0.1" not in str(error.value)
+    error = failure(mtt.fetch_recording, conn, "c1")
+    assert not error.permanent and "127.0.0.1" not in str(error)
 
 
 def test_click_to_call_is_refused_permanently_with_a_reason():
-    error = pytest.raises(ProviderError, mtt.originate, connection(), "101", "+7916", "cmd")
-    assert error.value.permanent and "MTT" in str(error.value)
+    error = failure(mtt.originate, connection(), "101", "+7916", "cmd")
+    assert error.permanent and "MTT" in str(error)
