@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from bitrixapp import storable
@@ -98,6 +99,14 @@ BITRIX_STATUS = frozenset({*NAMED_STATUS.values(), "484"})
 # ---------------------------------------------------------------- the format, field by field
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "maxLength": 64},
+            {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 50},
+        ]
+    }
+)
 class ExtensionField(serializers.Field):
     """One extension as text, or a list of them (a ring group)."""
 
@@ -115,6 +124,9 @@ class ExtensionField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 1}]}
+)
 class TimestampField(serializers.Field):
     """ISO-8601 with an offset, or Unix seconds (a number or digits)."""
 
