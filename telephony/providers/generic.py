@@ -371,7 +371,7 @@ def _events_in(hook: Webhook) -> list[tuple[int, Any]]:
         raise WebhookRejected(400, "body must be a JSON object or an array", "body") from None
     problem = storable.find_problem(body)
     if problem:
-        name = storable.shorten(".".join(problem.path)) or "body"
+        name = _field_name(problem.path)
         raise WebhookRejected(400, f"{name} {problem.reason}", name)
     items = body if isinstance(body, list) else [body]
     if not items or len(items) > MAX_EVENTS:
@@ -449,3 +449,10 @@ def _filename(url: str, answer: requests.Response) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", name.rsplit(".", 1)[0])[:100] or "recording"
     wav = "wav" in content_type or url.split("?")[0].lower().endswith(".wav")
     return f"{stem}.{'wav' if wav else 'mp3'}"
+
+
+def _field_name(path: tuple[str, ...] | list[str]) -> str:
+    """The dotted name of a bad value for the 400, or "body" when the name itself cannot be
+    stored or shown (a key with a NUL or a lone surrogate)."""
+    name = storable.shorten(".".join(str(part) for part in path))
+    return name if name and not storable.find_problem(name) else "body"

@@ -322,7 +322,7 @@ def _payload(hook: Webhook) -> Payload:
         raise WebhookRejected(400, "body is not a JSON object", field="body")
     problem = storable.find_problem(payload)
     if problem:
-        name = storable.shorten(".".join(problem.path)) or "body"
+        name = _field_name(problem.path)
         raise WebhookRejected(400, f"{name} {problem.reason}", field=name)
     return payload
 
@@ -386,3 +386,10 @@ def _json_of(answer: requests.Response) -> Any:
         return answer.json()
     except ValueError:
         return None
+
+
+def _field_name(path: tuple[str, ...] | list[str]) -> str:
+    """The dotted name of a bad value for the 400, or "body" when the name itself cannot be
+    stored or shown (a key with a NUL or a lone surrogate)."""
+    name = storable.shorten(".".join(str(part) for part in path))
+    return name if name and not storable.find_problem(name) else "body"

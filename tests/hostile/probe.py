@@ -31,6 +31,9 @@ GONE_MEMBER_ID, GONE_APP_TOKEN = "m2", "apptok2"
 API_KEY, API_SALT = "mango-key", "mango-salt"
 HOOK = uuid.UUID("6c1e4a52-35a4-4b8e-9a43-0d3f9a1b2c3d")
 HOOKS = f"/telephony/hooks/{HOOK}/"
+MTT_SECRET, GENERIC_SECRET = "mtt-secret", "generic-secret"
+MTT_HOOKS = "/telephony/hooks/3b7f0d8e-8a0c-4f57-b2f1-5d0e1c2a3b4c/"
+GENERIC_HOOKS = "/telephony/hooks/9d2c4e61-7f3a-4c1b-8e5d-2a6b0c9f1e7d/"
 
 # A Bitrix24 member_id is 32 hex digits; tests use short names. Either way: no garbage.
 _MEMBER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -162,6 +165,18 @@ def make_world() -> None:
         credentials={"api_key": API_KEY, "api_salt": API_SALT},
         default_user_id=1,
     )
+    for name, provider, hooks, credentials in (
+        ("MTT", "mtt", MTT_HOOKS, {"api_key": "k", "secret": MTT_SECRET}),
+        ("Generic", "generic", GENERIC_HOOKS, {"secret": GENERIC_SECRET}),
+    ):
+        PbxConnection.objects.create(
+            portal=installed,
+            name=name,
+            provider=provider,
+            webhook_uuid=uuid.UUID(hooks.split("/")[3]),
+            credentials=credentials,
+            default_user_id=1,
+        )
 
 
 @contextmanager

@@ -328,3 +328,20 @@ def test_a_signed_invalid_body_is_400_kept_as_rejected_and_nothing_applied(pbx_g
     assert row.state == PbxEvent.State.REJECTED and not Call.objects.exists()
     pbx_generic.settle()
     assert pbx_generic.calls() == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[" * 900 + b"]" * 900, "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0"),
+        (b'{"call_id": {"\\ud800": 1}, "event": "ringing"}', "body"),
+    ],
+    ids=["nested 900 deep", "a key with a lone surrogate"],
+)
+def test_signed_hostile_json_is_a_400_and_kept_as_rejected(pbx_generic, body, field):
+    url = f"/telephony/hooks/{pbx_generic.connection.webhook_uuid}/"
+    headers = sign(SECRET, body)
+    response = pbx_generic.client.post(url, body, content_type="application/json", headers=headers)
+    assert (response.status_code, response.json()["field"]) == (400, field)
+    assert PbxEvent.objects.get().state == PbxEvent.State.REJECTED
