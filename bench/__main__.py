@@ -19,6 +19,8 @@ BENCHMARKS = {
     "latency": "bench.latency",
     "events": "bench.events",
     "webhook_ack": "bench.webhook_ack",
+    "webhook_ack_mtt": "bench.webhook_ack_mtt",
+    "webhook_ack_generic": "bench.webhook_ack_generic",
     "hook_to_register": "bench.hook_to_register",
     "backfill": "bench.backfill",
     "sms_send_rate": "bench.sms_send_rate",

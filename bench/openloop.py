@@ -26,6 +26,7 @@ HEADERS = {
 class Request:
     path: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # added to / overriding HEADERS (e.g. signatures)
 
 
 @dataclass
@@ -151,7 +152,7 @@ def _sender(
         request = requests[index]
         sent = time.monotonic()
         try:
-            conn.request("POST", request.path, request.body, HEADERS)
+            conn.request("POST", request.path, request.body, {**HEADERS, **dict(request.headers)})
             reply = conn.getresponse()
             reply.read()
             status = reply.status

@@ -334,11 +334,13 @@ def redact_query(text: str, secret_fields: Iterable[str]) -> str:
 
 
 def _redact_json(text: str, secrets: frozenset[str]) -> str:
+    if not secrets:
+        return text  # nothing to mask: no need to parse (or to walk a hostile nesting)
     try:
         document = json.loads(text)
+        masked, changed = _mask(document, "", secrets)
     except (ValueError, RecursionError):
-        return text
-    masked, changed = _mask(document, "", secrets)
+        return text  # too deep to walk: rejected by the provider, kept as sent
     return json.dumps(masked, ensure_ascii=False) if changed else text
 
 

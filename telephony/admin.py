@@ -118,11 +118,19 @@ class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
             return "shown here once the connection is saved"
         return format_html(
             '<code style="font-size:1.25em;user-select:all">{}</code>'
-            '<div class="help">Enter this URL in the PBX as the address of the external system '
-            "it notifies (Mango Office: Integrations → API connector, the external system's "
-            "address). It identifies this connection; keep it private.</div>",
+            '<div class="help">{} It identifies this connection; keep it private.</div>',
             connection.webhook_url,
+            providers.webhook_hint(connection.provider),
         )
+
+    def save_model(self, request: HttpRequest, obj: PbxConnection, form: Any, change: bool) -> None:
+        """A new connection takes its provider's defaults (MTT: 3 s minimum talk) for the
+        settings the admin left as the form offered them."""
+        if not change:
+            for name, value in providers.setting_defaults(obj.provider).items():
+                if name not in form.changed_data:
+                    setattr(obj, name, value)
+        super().save_model(request, obj, form, change)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         savers = {PbxLine: self._save_lines, PbxExtension: self._save_extensions}

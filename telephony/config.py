@@ -31,6 +31,7 @@ CONNECTION_SETTINGS: dict[str, config.Check] = {
     "route_to_responsible": config.boolean,
     "log_internal_calls": config.boolean,
     "only_mapped_lines": config.boolean,
+    "default_line_number": config.text(64, blank=True),
     "callback_extension": config.text(64, blank=True),
 }
 
@@ -158,6 +159,7 @@ def _apply_connection(portal: Portal, spec: PbxSpec, path: str) -> list[str]:
             "credentials": config.resolve_credentials(
                 stored, spec.credentials, f"{path}.credentials"
             ),
+            **(providers.setting_defaults(spec.provider) if created else {}),
             **spec.settings,
         },
     )

@@ -45,6 +45,7 @@ class Policy:
     min_talk_s: int = 0
     users: dict[str, int] = field(default_factory=dict)  # extension -> Bitrix24 user
     lines: dict[str, str] = field(default_factory=dict)  # PBX number -> Bitrix24 LINE_NUMBER
+    default_line: str = ""  # LINE_NUMBER of numbers not in `lines` ("": the number itself)
     log_internal: bool = False
     only_mapped_lines: bool = False
     sends_summary: bool = True
@@ -57,7 +58,9 @@ class Policy:
         return self.users.get(extension, self.default_user)
 
     def line_of(self, number: str) -> str:
-        return self.lines.get(digits(number), number) if number else ""
+        if not number:
+            return ""
+        return self.lines.get(digits(number)) or self.default_line or number
 
 
 @dataclass

@@ -33,6 +33,12 @@ class PbxConnection(models.Model):
     route_to_responsible = models.BooleanField(
         default=False, help_text="Show known clients' calls to their CRM owner"
     )
+    default_line_number = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Bitrix24 LINE_NUMBER for calls on numbers not in the lines below "
+        "(empty: the number as the PBX reports it)",
+    )
     log_internal_calls = models.BooleanField(default=False)
     only_mapped_lines = models.BooleanField(
         default=False, help_text="Log only calls on the lines listed below"

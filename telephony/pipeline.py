@@ -43,6 +43,7 @@ def policy_of(connection: PbxConnection) -> Policy:
         min_talk_s=connection.missed_call_min_duration_s,
         users={e.extension: e.user_id for e in connection.extensions.all()},
         lines={digits(line.number): line.line_number for line in connection.lines.all()},
+        default_line=connection.default_line_number,
         log_internal=connection.log_internal_calls,
         only_mapped_lines=connection.only_mapped_lines,
         sends_summary=providers.get(connection.provider).sends_summary,

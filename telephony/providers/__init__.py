@@ -18,6 +18,8 @@ def register(slug: str, path: str) -> None:
 
 
 register("mango", "telephony.providers.mango:Mango")
+register("mtt", "telephony.providers.mtt:Mtt")
+register("generic", "telephony.providers.generic:GenericJson")
 
 
 @cache
@@ -29,3 +31,17 @@ def get(slug: str) -> Provider:
 
 def choices() -> list[tuple[str, str]]:
     return [(slug, get(slug).name) for slug in REGISTRY]
+
+
+GENERIC_HINT = "Enter this URL in the PBX as the address of the external system it notifies."
+
+
+def webhook_hint(slug: str) -> str:
+    """Where the provider's customer pastes the webhook URL (optional `webhook_hint`)."""
+    return getattr(get(slug), "webhook_hint", GENERIC_HINT) if slug in REGISTRY else GENERIC_HINT
+
+
+def setting_defaults(slug: str) -> dict[str, object]:
+    """Connection settings a new connection of this provider starts with (optional
+    `setting_defaults`), where they differ from the model's defaults."""
+    return dict(getattr(get(slug), "setting_defaults", {})) if slug in REGISTRY else {}

@@ -85,6 +85,9 @@ class Mango:
     # Mango puts the account's API key in every notification; `sign` is useless once checked.
     secret_fields: ClassVar[tuple[str, ...]] = ("vpbx_api_key", "sign")
     kept_headers: ClassVar[tuple[str, ...]] = ()
+    webhook_hint: ClassVar[str] = (
+        "In Mango Office: Integrations → API connector, the external system's address."
+    )
 
     # events/call `call_state` (VPBX API §3.1.2). A pickup and a transfer show up as a new
     # leg's Connected, so there is no separate transfer state.

@@ -36,6 +36,9 @@ SMS_SENDER_HOOK = uuid.UUID("0b5e1d7c-1c2a-4f7e-8d1a-5a6b7c8d9e0f")
 SMS_ACCOUNT_HOOK = uuid.UUID("9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a")
 SMS_SEND = f"/sms/send/{SMS_SENDER_HOOK}/"
 SMS_DLR = f"/sms/dlr/{SMS_ACCOUNT_HOOK}/"
+MTT_SECRET, GENERIC_SECRET = "mtt-secret", "generic-secret"
+MTT_HOOKS = "/telephony/hooks/3b7f0d8e-8a0c-4f57-b2f1-5d0e1c2a3b4c/"
+GENERIC_HOOKS = "/telephony/hooks/9d2c4e61-7f3a-4c1b-8e5d-2a6b0c9f1e7d/"
 
 # A Bitrix24 member_id is 32 hex digits; tests use short names. Either way: no garbage.
 _MEMBER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -183,6 +186,18 @@ def make_world() -> None:
         consent_field="UF_CRM_SMS_CONSENT",
         webhook_uuid=SMS_SENDER_HOOK,
     )
+    for name, provider, hooks, credentials in (
+        ("MTT", "mtt", MTT_HOOKS, {"api_key": "k", "secret": MTT_SECRET}),
+        ("Generic", "generic", GENERIC_HOOKS, {"secret": GENERIC_SECRET}),
+    ):
+        PbxConnection.objects.create(
+            portal=installed,
+            name=name,
+            provider=provider,
+            webhook_uuid=uuid.UUID(hooks.split("/")[3]),
+            credentials=credentials,
+            default_user_id=1,
+        )
 
 
 @contextmanager

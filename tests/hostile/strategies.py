@@ -6,22 +6,31 @@ where the 500s used to be.
 """
 
 import copy
+import hashlib
+import hmac
+import time
 from typing import Any
 
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from hypothesis import strategies as st
 
 from bitrixapp.formdata import parse_bracketed
+from tests.fakes import generic as generic_fake
+from tests.fakes import mtt as mtt_fake
 from tests.fakes.mango import fixture, fixture_names
 from tests.hostile.probe import (
     APP_TOKEN,
     FORM,
+    GENERIC_HOOKS,
+    GENERIC_SECRET,
     GONE_APP_TOKEN,
     GONE_MEMBER_ID,
     HOOK,
     HOOKS,
     JSON,
     MEMBER_ID,
+    MTT_HOOKS,
+    MTT_SECRET,
     SMS_DLR,
     SMS_SEND,
     Hostile,
@@ -326,10 +335,95 @@ def _flat(tree: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [p for k, v in items for p in _flat(v, f"{prefix}[{k}]" if prefix else str(k))]
 
 
+_MTT_FIELDS = [
+    "type",
+    "call_id",
+    "from_number",
+    "to_number",
+    "extension",
+    "timestamp",
+    "duration",
+    "direction",
+    "record_id",
+    "recorded",
+    "cli",
+    "used_quantity",
+]
+_GENERIC_FIELDS = [
+    "call_id",
+    "event",
+    "direction",
+    "client_number",
+    "line",
+    "extension",
+    "timestamp",
+    "duration",
+    "status",
+    "recording_url",
+    "seq",
+]
+
+
+def _hostile_json(draw: st.DrawFn, payload: Any, fields: list[str]) -> str:
+    for _ in range(draw(st.integers(0, 3))):
+        value = draw(st.one_of(EVIL_NUMBER, EVIL_JSON))
+        if isinstance(payload, dict):
+            _set_dotted(payload, draw(st.sampled_from(fields)), value)
+    if draw(st.integers(0, 9)) == 0:
+        payload = draw(st.one_of(DEEP_JSON, EVIL_JSON))
+    return json_text(payload)
+
+
+@st.composite
+def mtt_requests(draw: st.DrawFn) -> Hostile:
+    """MTT notifications from the fixtures with hostile values: signed with the connection's
+    secret (header or token), wrongly signed, or unsigned."""
+    data = mtt_fake.fixture(draw(st.sampled_from(mtt_fake.fixture_names())))
+    body = _hostile_json(draw, copy.deepcopy(data["json"]), _MTT_FIELDS).encode(
+        "utf-8", "surrogatepass"
+    )
+    signer = draw(st.sampled_from(["header"] * 4 + ["token", "wrong", "unsigned"]))
+    digest = hmac.new(MTT_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"header": {"HTTP_X_SIGNATURE": digest}, "wrong": {"HTTP_X_SIGNATURE": "0" * 64}}
+    query = {"token": {"QUERY_STRING": f"token={MTT_SECRET}"}}
+    environ = {**headers.get(signer, {}), **query.get(signer, {})}
+    content_type = draw(st.sampled_from([JSON] * 5 + [FORM, "text/plain", ""]))
+    return Hostile(MTT_HOOKS, body, content_type, environ=tuple(environ.items()))
+
+
+@st.composite
+def generic_requests(draw: st.DrawFn) -> Hostile:
+    """Generic events (one or an array) with hostile values: signed now, signed outside the
+    window, with the wrong secret, with odd headers, or unsigned."""
+    data = generic_fake.fixture(draw(st.sampled_from(generic_fake.fixture_names())))
+    body = _hostile_json(draw, copy.deepcopy(data["json"]), _GENERIC_FIELDS).encode(
+        "utf-8", "surrogatepass"
+    )
+    now = int(time.time())
+    signer = draw(st.sampled_from(["valid"] * 4 + ["old", "wrong", "odd", "unsigned"]))
+    headers = {
+        "valid": lambda: generic_fake.sign(GENERIC_SECRET, body, now),
+        "old": lambda: generic_fake.sign(GENERIC_SECRET, body, now - 3600),
+        "wrong": lambda: generic_fake.sign("wrong", body, now),
+        "odd": lambda: {
+            "X-Timestamp": draw(st.sampled_from(["", "-1", "1e9", "9" * 40, "²", str(now)])),
+            "X-Signature": draw(
+                st.sampled_from(["", "sha256=", "md5=x", "\u00e9", "sha256=" + "0" * 64])
+            ),
+        },
+        "unsigned": lambda: {},
+    }[signer]()
+    environ = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}
+    content_type = draw(st.sampled_from([JSON] * 5 + [FORM, "text/plain", ""]))
+    return Hostile(GENERIC_HOOKS, body, content_type, environ=tuple(environ.items()))
+
+
 _PATHS = [
     SMS_SEND,
     SMS_DLR,
     "/sms/dlr/00000000-0000-0000-0000-000000000000/",
+    MTT_HOOKS,
+    GENERIC_HOOKS,
     EVENTS,
     INSTALL,
     APP,

@@ -51,6 +51,18 @@ def test_mango_webhooks(request: Hostile) -> None:
 
 
 @BOUNDED
+@given(strategies.mtt_requests())
+def test_mtt_webhooks(request: Hostile) -> None:
+    event(f"status {send(request).status_code}")
+
+
+@BOUNDED
+@given(strategies.generic_requests())
+def test_generic_webhooks(request: Hostile) -> None:
+    event(f"status {send(request).status_code}")
+
+
+@BOUNDED
 @seeded
 @given(strategies.any_requests())
 def test_any_request_to_any_endpoint(request: Hostile) -> None:

@@ -130,6 +130,7 @@ def test_the_settings_table_drives_the_admin_form_and_the_config_format(admin_cl
         "log_internal_calls": True,
         "only_mapped_lines": True,
         "callback_extension": "500",
+        "default_line_number": "main-line",
     }
     assert wanted.keys() == CONNECTION_SETTINGS.keys()
     spec = config.parse({"portal": portal.domain, "pbx": [{**exported, **wanted}]})

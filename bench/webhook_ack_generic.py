@@ -1,0 +1,8 @@
+"""webhook_ack for the generic JSON webhook (bench/webhook_ack_json.py)."""
+
+from bench.report import BenchResult
+from bench.webhook_ack_json import run_for
+
+
+def run() -> BenchResult:
+    return run_for("generic")
