@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.utils import translation
 
+from bitrixapp import languages
 from bitrixapp.models import Portal
 
 
@@ -84,16 +85,8 @@ def panels(portal: Portal) -> list[Panel]:
     return [panel for build in PANELS.values() if (panel := build(portal)) is not None]
 
 
-# Bitrix24's LANG (the app page's query) → our language. Portals in Russian-speaking
-# countries default to Russian; every other language gets English.
-LANGUAGES = {"ru": "ru", "by": "ru", "kz": "ru"}
-
-
-def language_of(bitrix_lang: object) -> str:
-    return LANGUAGES.get(str(bitrix_lang or "").lower()[:2], "en")
-
-
 def activate(bitrix_lang: object) -> str:
-    language = language_of(bitrix_lang)
+    """Speak the language of Bitrix24's LANG (the app page's query) for this request."""
+    language = languages.of_bitrix(bitrix_lang)
     translation.activate(language)
     return language

@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
-from bitrixapp import outbox
+from bitrixapp import languages, outbox
 from bitrixapp.models import Portal, Problem
 
 USER, ADMINS = "user", "admins"
@@ -33,11 +33,6 @@ NOTIFY_METHOD = "im.notify.system.add"
 TAG_PREFIX = "telephony-bridge"
 # Admins hear about one problem at most this often; the message carries the count.
 ADMIN_REMINDER_EVERY = timedelta(days=1)
-
-# Bitrix24 LANGUAGE_ID / LANG → the language our messages are written in. Portals in the
-# other CIS languages read Russian; any other language reads English; unknown → Russian.
-LANGUAGES = {"ru": "ru", "ua": "ru", "uk": "ru", "by": "ru", "be": "ru", "kz": "ru", "en": "en"}
-DEFAULT_LANGUAGE = "ru"
 
 
 @dataclass(frozen=True)
@@ -179,8 +174,7 @@ class _Params(dict):
 
 
 def language_of(portal: Portal) -> str:
-    code = (portal.language or "").lower()
-    return LANGUAGES.get(code, "en") if code else DEFAULT_LANGUAGE
+    return languages.of_bitrix(portal.language)
 
 
 def admins_of(portal: Portal) -> list[int]:

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 
-from bitrixapp import admin_login, app_page, events, install, problems, rest, users
+from bitrixapp import admin_login, app_page, events, install, languages, problems, rest, users
 from bitrixapp.http import (
     ApiError,
     InboundEndpoint,
@@ -227,7 +227,7 @@ def admin_login_view(request: HttpRequest) -> HttpResponse:
     """POST /bitrix/admin-login/ from the app page's button (a new tab): spend the one-time
     token, log in as the portal's admin, go to the admin. The token travels in the body, so it
     is never in a URL, a log or the browser history."""
-    language = app_page.language_of(request.POST.get("lang"))
+    language = languages.of_bitrix(request.POST.get("lang"))
     translation.activate(language)
     user = admin_login.redeem(request.POST.get("token", "")) if request.method == "POST" else None
     if user is None:
