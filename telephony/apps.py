@@ -22,4 +22,12 @@ class TelephonyConfig(AppConfig):
         from telephony.models import PbxEvent
 
         # Call events never wait behind other work: their own queue.
-        inbox.register(PbxEvent, pipeline.handle, queue="calls")
+        inbox.register(
+            PbxEvent,
+            pipeline.handle,
+            queue="calls",
+            rows=pipeline.event_rows,
+            batch_by="connection_id",
+            handle_batch=pipeline.handle_batch,
+            batch_fields=("events", "call"),
+        )
