@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from bitrixapp import inbox
+from bitrixapp import inbox, outbox
 from bitrixapp.models import B24Command
 from telephony import engine, pipeline
 from telephony.models import Call, PbxConnection, PbxEvent, PbxExtension
@@ -103,3 +103,20 @@ def test_the_policy_is_read_once_and_again_after_a_mapping_changes(pbx):
     assert pipeline.policy_of(PbxConnection.objects.get(pk=conn.pk)).users["105"] == 15
     PbxExtension.objects.filter(connection=conn, extension="105").delete()
     assert "105" not in pipeline.policy_of(PbxConnection.objects.get(pk=conn.pk)).users
+
+
+def test_a_batch_of_50_registers_settles_in_seven_statements(pbx):
+    pks = ring(pbx, *[f"S{n}" for n in range(50)])
+    inbox.process(PbxEvent, pks[0])
+    sql = statements(lambda: outbox.dispatch(pbx.portal.pk))
+    ours = 'SELECT "bitrixapp_b24command"."id" AS "id" FROM'  # _lock_ours, after the request
+    lock = next(i for i, s in enumerate(sql) if s.startswith(ours) and "FOR UPDATE" in s)
+    end = next(i for i, s in enumerate(sql) if i > lock and 'FROM "bitrixapp_portal"' in s)
+    settle = sql[lock:end]
+    # Lock our rows; SAVEPOINT, one UPDATE of the 50 commands, RELEASE; SAVEPOINT, one
+    # UPDATE of the 50 calls' CALL_IDs (the `many` result handler), RELEASE; RELEASE.
+    assert len(settle) == 8, [s[:80] for s in settle]
+    assert (len(settle) - 1) / 50 <= 0.2
+    assert B24Command.objects.filter(state="done").count() == 50
+    assert Call.objects.exclude(b24_call_id="").count() == 50
+    assert len(pbx.fake.calls_of("telephony.externalCall.register")) == 50
