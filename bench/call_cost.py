@@ -183,7 +183,7 @@ def _settle_statements(portal: Any) -> int:
         outbox.dispatch(portal.pk)
     sql = [q["sql"] for q in captured]
     ours = 'SELECT "bitrixapp_b24command"."id" AS "id" FROM'
-    start = next(i for i, s in enumerate(sql) if s.startswith(ours) and "FOR UPDATE" in s)
+    start = next(i for i, s in enumerate(sql) if s.startswith(ours) and "NO KEY UPDATE" in s)
     end = next(
         (i for i, s in enumerate(sql) if i > start and 'FROM "bitrixapp_portal"' in s), len(sql)
     )

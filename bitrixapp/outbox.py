@@ -425,9 +425,13 @@ def _ours(ids: Iterable[int], claimed_at: datetime | None) -> QuerySet[B24Comman
 
 
 def _lock_ours(commands: list[B24Command]) -> set[int]:
+    # NO KEY UPDATE: settling changes no key, and a plain FOR UPDATE would also block the
+    # foreign-key check of a call event inserting a command that depends on one of these
+    # (say a finish after this register) while it holds the call's lock, which the result
+    # handler then waits for: a deadlock, and the handler's work (the CALL_ID) lost.
     return set(
         _ours([c.pk for c in commands], commands[0].sent_at)
-        .select_for_update()
+        .select_for_update(no_key=True)
         .values_list("id", flat=True)
     )
 
@@ -817,6 +821,11 @@ def _run_handlers(name: str, commands: list[B24Command]) -> None:
         with transaction.atomic():
             fn(commands if name in MANY_HANDLERS else commands[0])
     except Exception as exc:  # a handler bug must not undo the record of what Bitrix24 did
+        if len(commands) > 1:  # say a deadlock: each on its own, so only a bad one is lost
+            log.warning("result handler %s failed for %d commands; one by one", name, len(commands))
+            for command in commands:
+                _run_handlers(name, [command])
+            return
         log.exception("result handler %s failed for commands %s", name, [c.pk for c in commands])
         for command in commands:
             B24Command.objects.filter(pk=command.pk).update(

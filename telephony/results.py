@@ -23,7 +23,11 @@ def _registered(commands: list[B24Command]) -> None:
         if c.state == DONE and isinstance(c.result, dict)
     }
     if call_ids:
-        Call.objects.filter(register_command_id__in=call_ids).update(
+        # Lock the calls in id order first, the order a burst of call events locks them in:
+        # one UPDATE locking 50 rows in whatever order it meets them can deadlock with it.
+        calls = Call.objects.filter(register_command_id__in=call_ids)
+        locked = list(calls.select_for_update().order_by("pk").values_list("pk", flat=True))
+        Call.objects.filter(pk__in=locked).update(
             b24_call_id=Case(
                 *[When(register_command_id=pk, then=Value(v)) for pk, v in call_ids.items()]
             )
