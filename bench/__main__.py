@@ -26,6 +26,7 @@ BENCHMARKS = {
     "sms_send_rate": "bench.sms_send_rate",
     "sms_dlr": "bench.sms_dlr",
     "sms_memory": "bench.sms_memory",
+    "call_cost": "bench.call_cost",
 }
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     names = list(dict.fromkeys(args.names)) or list(BENCHMARKS)
     env.configure()
+    from bench import calibration
     from bench.report import BenchResult, print_result, update_markdown
 
     results: list[BenchResult] = []
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         started, load = time.monotonic(), os.getloadavg()[0]
         print(f"\n-- running {name} (1-min load average {load:.2f}) ...", flush=True)
         try:
+            calibrated = calibration.figure()
             result = importlib.import_module(BENCHMARKS[name]).run()
         except Exception:
             traceback.print_exc()
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             env.reset_state()
         result.notes.append(f"1-minute load average when it started: {load:.2f}.")
+        result.add("calibration, just before (bench/calibration.py)", calibrated)
         print_result(result)
         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
         results.append(result)

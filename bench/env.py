@@ -14,10 +14,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"  # logs go here as *.tmp (git-ignored)
 
-DB_NAME = "bench"
+# BENCH_DB_NAME / BENCH_REDIS_URL: another database and Redis db, so that two people can
+# run benchmarks on one machine without emptying each other's tables.
+DB_NAME = os.environ.get("BENCH_DB_NAME", "bench")
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE_URL = f"{PG_SERVER}/{DB_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 BENCH_ENV = {
     "DJANGO_SETTINGS_MODULE": "tests.settings",

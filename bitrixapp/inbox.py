@@ -14,6 +14,13 @@ raises `Rejected` for a body it cannot read and `Permanent` for a failure no ret
 both end the row at once, as does `Ignored` for a request there is nothing to do with.
 One sweeper re-queues the rows of every inbox whose queue message was lost (a broker
 outage, a crash).
+
+Bursts: an inbox may process the rows waiting together (same `batch_by` value, e.g. one PBX
+connection) in one transaction with its `handle_batch`. A lone row goes straight through
+its handler as before; a burst costs one transaction and a few statements in all instead of
+a transaction each. Each row keeps its own state, attempts and error; if the batch handler
+raises, the batch is undone and its rows are processed one by one, so one bad row never
+fails its neighbours.
 """
 
 from __future__ import annotations
@@ -92,6 +99,14 @@ class InboundRequest(models.Model):
 # ---------------------------------------------------------------- registry
 
 Handler = Callable[[Any], str]  # (locked row) -> the final state: PROCESSED or IGNORED
+# (locked rows, in id order) -> each row's outcome: a final state (PROCESSED or IGNORED) or
+# the Rejected / Permanent / Ignored it ended with. Raising anything undoes the whole batch.
+BatchHandler = Callable[[list[Any]], dict[int, "str | Exception"]]
+RowsQuery = Callable[[models.QuerySet], models.QuerySet]
+
+
+def _as_is(rows: models.QuerySet) -> models.QuerySet:
+    return rows
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,15 @@ class Inbox:
     max_attempts: int = 5
     backoff_s: float = 5.0  # first retry; doubles per attempt
     backoff_max_s: float = 600.0
+    # How the worker loads rows, e.g. with their related objects in the same query (only
+    # the row itself is locked).
+    rows: RowsQuery = _as_is
+    # Bursts: rows with the same value of this field are processed together by handle_batch,
+    # which may set `batch_fields` on them besides the state.
+    batch_by: str = ""
+    handle_batch: BatchHandler | None = None
+    batch_fields: tuple[str, ...] = ()
+    batch_max: int = 50
 
     @property
     def label(self) -> str:
@@ -184,25 +208,96 @@ def process(model: type[InboundRequest] | str, pk: int) -> str | None:
         return None
 
 
+# A handler ends a row early by raising one of these; the row's final state.
+ENDINGS: dict[type[Exception], str] = {
+    Rejected: InboundRequest.State.REJECTED,
+    Permanent: InboundRequest.State.FAILED,
+    Ignored: InboundRequest.State.IGNORED,
+}
+
+
+def _ending(exc: Exception) -> str:
+    return next(state for kind, state in ENDINGS.items() if isinstance(exc, kind))
+
+
 def _process(inbox: Inbox, pk: int) -> str | None:
     with transaction.atomic():
-        row = inbox.model.objects.select_for_update().filter(pk=pk).first()
+        row = _locking(inbox).filter(pk=pk).first()
         if row is None or row.state != InboundRequest.State.RECEIVED:
             return None
+        mates = _waiting_with(inbox, row)
+        if mates:
+            return _process_batch(inbox, sorted([row, *mates], key=lambda r: r.pk))[row.pk]
+        return _process_one(inbox, row)
+
+
+def _locking(inbox: Inbox, **options: Any) -> models.QuerySet:
+    return inbox.rows(inbox.model.objects.select_for_update(of=("self",), **options))
+
+
+def _waiting_with(inbox: Inbox, row: InboundRequest) -> list[InboundRequest]:
+    """The other rows of the row's batch that wait now and no other worker holds."""
+    if inbox.handle_batch is None:
+        return []
+    return list(
+        _locking(inbox, skip_locked=True)
+        .filter(
+            **{inbox.batch_by: getattr(row, inbox.batch_by)},
+            state=InboundRequest.State.RECEIVED,
+            next_attempt_at__lte=timezone.now(),
+        )
+        .exclude(pk=row.pk)
+        .order_by("pk")[: inbox.batch_max - 1]
+    )
+
+
+def _process_one(inbox: Inbox, row: InboundRequest) -> str:
+    row.attempts += 1
+    try:
+        with transaction.atomic():
+            state = inbox.handle(row)
+    except tuple(ENDINGS) as exc:
+        return close(row, _ending(exc), str(exc))
+    except Exception as exc:
+        log.exception("inbox %s #%s: attempt %d failed", inbox.label, row.pk, row.attempts)
+        return _retry_or_fail(inbox, row, exc)
+    return close(row, state)
+
+
+def _process_batch(inbox: Inbox, rows: list[InboundRequest]) -> dict[int, str]:
+    """Rows waiting together, in one go; if the batch handler raises, one by one."""
+    try:
+        with transaction.atomic():
+            outcomes = inbox.handle_batch(rows)
+            return _close_batch(inbox, rows, outcomes)
+    except Exception:
+        log.warning(
+            "inbox %s: a batch of %d failed, processing its rows one by one",
+            inbox.label,
+            len(rows),
+            exc_info=True,
+        )
+    # Fresh copies: the failed batch may have changed the objects it was given.
+    fresh = _locking(inbox).filter(pk__in=[r.pk for r in rows]).order_by("pk")
+    return {row.pk: _process_one(inbox, row) for row in fresh}
+
+
+def _close_batch(
+    inbox: Inbox, rows: list[InboundRequest], outcomes: dict[int, str | Exception]
+) -> dict[int, str]:
+    """Every row of the batch gets its state, in one UPDATE."""
+    now = timezone.now()
+    for row in rows:
+        outcome = outcomes[row.pk]
         row.attempts += 1
-        try:
-            with transaction.atomic():
-                state = inbox.handle(row)
-        except Rejected as exc:
-            return close(row, InboundRequest.State.REJECTED, str(exc))
-        except Permanent as exc:
-            return close(row, InboundRequest.State.FAILED, str(exc))
-        except Ignored as exc:
-            return close(row, InboundRequest.State.IGNORED, str(exc))
-        except Exception as exc:
-            log.exception("inbox %s #%s: attempt %d failed", inbox.label, pk, row.attempts)
-            return _retry_or_fail(inbox, row, exc)
-        return close(row, state)
+        row.processed_at = now
+        if isinstance(outcome, Exception):
+            row.state, row.error = _ending(outcome), str(outcome)[:ERROR_CHARS]
+        else:
+            row.state, row.error = outcome, ""
+    fields = ["state", "error", "processed_at", "attempts", *inbox.batch_fields]
+    inbox.model.objects.bulk_update(rows, fields)
+    return {row.pk: row.state for row in rows}
 
 
 def close(row: InboundRequest, state: str, error: str = "") -> str:

@@ -198,6 +198,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connection around every task unless this is set;
+# bitrixapp.celery closes it the way Django does for requests (CONN_MAX_AGE, or when broken).
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "bitrixapp.tasks.dispatch_portal": {"queue": "bitrix"},

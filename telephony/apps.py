@@ -24,5 +24,13 @@ class TelephonyConfig(AppConfig):
         from telephony.models import PbxEvent
 
         # Call events never wait behind other work: their own queue.
-        inbox.register(PbxEvent, pipeline.handle, queue="calls")
+        inbox.register(
+            PbxEvent,
+            pipeline.handle,
+            queue="calls",
+            rows=pipeline.event_rows,
+            batch_by="connection_id",
+            handle_batch=pipeline.handle_batch,
+            batch_fields=("events", "call"),
+        )
         app_page.register("telephony", app_panel.panel)

@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
@@ -236,3 +238,11 @@ class CallRecording(models.Model):
 
     def __str__(self) -> str:
         return f"recording {self.recording_id} ({self.state})"
+
+
+@receiver([post_save, post_delete], sender=PbxLine)
+@receiver([post_save, post_delete], sender=PbxExtension)
+def _mapping_changed(instance: PbxLine | PbxExtension, **_: object) -> None:
+    """A line or extension changed: move the connection's updated_at, the version under which
+    workers cache its settings (telephony.pipeline.policy_of)."""
+    PbxConnection.objects.filter(pk=instance.connection_id).update(updated_at=timezone.now())

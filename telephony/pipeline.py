@@ -9,11 +9,11 @@ attachRecord.
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from bitrixapp import inbox, jobs, outbox
@@ -33,8 +33,25 @@ INLINE_RECORDING_BYTES = 512 * 1024
 
 # ---------------------------------------------------------------- policy
 
+# connection pk -> (version, policy). The version is the connection's updated_at, which every
+# save of the connection and of its lines and extensions moves (telephony.models signals),
+# so an admin or config change takes effect with the next event; per event it costs nothing.
+_POLICIES: dict[int, tuple[tuple[Any, ...], Policy]] = {}
+
 
 def policy_of(connection: PbxConnection) -> Policy:
+    """The engine's view of the connection's settings, read from the database only when they
+    changed since it was last read."""
+    version = (connection.updated_at, connection.provider)
+    cached = _POLICIES.get(connection.pk)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    policy = _load_policy(connection)
+    _POLICIES[connection.pk] = (version, policy)
+    return policy
+
+
+def _load_policy(connection: PbxConnection) -> Policy:
     return Policy(
         external_id_prefix=connection.webhook_uuid.hex[:12],
         default_user=connection.default_user_id,
@@ -53,23 +70,106 @@ def policy_of(connection: PbxConnection) -> Policy:
 
 # ---------------------------------------------------------------- processing stored events
 
+# The portal's tokens: the worker never needs them to turn events into commands (the
+# dispatcher loads the portal itself), and each one loaded is a Fernet decrypt.
+PORTAL_SECRETS = (
+    "connection__portal__application_token",
+    "connection__portal__access_token",
+    "connection__portal__refresh_token",
+)
+
+
+def event_rows(rows: QuerySet[PbxEvent]) -> QuerySet[PbxEvent]:
+    """How the inbox loads stored events: with their connection and portal, in one query."""
+    return rows.select_related("connection__portal").defer(*PORTAL_SECRETS)
+
 
 def handle(row: PbxEvent) -> str:
     """The inbox handler of PBX webhooks: parse the stored request and apply its events.
 
     Runs under the row's lock; applying an event the engine has seen already changes nothing,
     so "process again" is safe."""
-    connection = row.connection
-    if connection.portal.status == Portal.Status.UNINSTALLED:
-        # A portal that needs re-auth still gets its calls: the outbox holds the commands
-        # until access comes back. An uninstalled one gets nothing.
-        raise inbox.Ignored("portal uninstalled the app")
+    connection = _live_connection(row)
     events = parse_stored(row, providers.get(connection.provider))
     row.events = [e.to_json() for e in events]
     relevant = [e for e in events if e.kind is not Kind.UNKNOWN and e.call_key]
     for event in relevant:
         row.call = apply_event(connection, event)
     return PbxEvent.State.PROCESSED if relevant else PbxEvent.State.IGNORED
+
+
+def _live_connection(row: PbxEvent) -> PbxConnection:
+    connection = row.connection
+    if connection.portal.status == Portal.Status.UNINSTALLED:
+        # A portal that needs re-auth still gets its calls: the outbox holds the commands
+        # until access comes back. An uninstalled one gets nothing.
+        raise inbox.Ignored("portal uninstalled the app")
+    return connection
+
+
+def handle_batch(rows: list[PbxEvent]) -> dict[int, str | Exception]:
+    """The inbox's batch handler: the waiting events of one connection (a burst), in id order,
+    in one transaction. The same outcome per row as `handle`, with the calls of the batch
+    created and locked in two statements and saved in one."""
+    try:
+        connection = _live_connection(rows[0])
+    except inbox.Ignored as exc:
+        return {row.pk: exc for row in rows}
+    provider = providers.get(connection.provider)
+    outcomes: dict[int, str | Exception] = {}
+    parsed: list[tuple[PbxEvent, list[CallEvent]]] = []
+    for row in rows:
+        try:
+            events = parse_stored(row, provider)
+        except inbox.Rejected as exc:
+            outcomes[row.pk] = exc
+            continue
+        row.events = [e.to_json() for e in events]
+        parsed.append((row, [e for e in events if e.kind is not Kind.UNKNOWN and e.call_key]))
+    calls = _lock_calls(connection, [e for _, events in parsed for e in events])
+    policy = policy_of(connection)
+    for row, events in parsed:
+        for event in events:
+            row.call = _apply(connection, _call_of(calls, connection, event), event, policy)
+        outcomes[row.pk] = PbxEvent.State.PROCESSED if events else PbxEvent.State.IGNORED
+    _save_calls(calls.values())
+    return outcomes
+
+
+def _lock_calls(connection: PbxConnection, events: list[CallEvent]) -> dict[str, Call]:
+    """The calls of these events, created where new and locked, by call key. Events of a
+    call we started (with a command id) are left to `_locked_call`: their call may not have
+    its key yet."""
+    started = {e.call_key for e in events if e.command_id}
+    keys = sorted({e.call_key for e in events} - started)
+    if not keys:
+        return {}
+    Call.objects.bulk_create(
+        [Call(connection=connection, portal_id=connection.portal_id, call_key=k) for k in keys],
+        ignore_conflicts=True,
+    )
+    calls = Call.objects.select_for_update().filter(connection=connection, call_key__in=keys)
+    return {call.call_key: _with(call, connection) for call in calls.order_by("pk")}
+
+
+def _call_of(calls: dict[str, Call], connection: PbxConnection, event: CallEvent) -> Call:
+    """The batch's one object for the event's call (a click-to-call's first event finds its
+    call by command id); later events of the call see the state the earlier ones left."""
+    call = calls.get(event.call_key)
+    if call is None:
+        call = _locked_call(connection, event)
+        call = next((c for c in calls.values() if c.pk == call.pk), call)
+        calls[event.call_key] = call
+    return call
+
+
+def _save_calls(calls: Iterable[Call]) -> None:
+    calls = list({call.pk: call for call in calls}.values())
+    now = timezone.now()
+    for call in calls:
+        call.updated_at = now
+    fields = [f.name for f in Call._meta.concrete_fields if not f.primary_key]
+    Call.objects.bulk_update(calls, fields)
 
 
 def parse_stored(row: PbxEvent, provider: Provider) -> list[CallEvent]:
@@ -85,19 +185,26 @@ def parse_stored(row: PbxEvent, provider: Provider) -> list[CallEvent]:
 
 def apply_event(connection: PbxConnection, event: CallEvent) -> Call:
     call = _locked_call(connection, event)
-    policy = policy_of(connection)
+    _apply(connection, call, event, policy_of(connection))
+    call.save()
+    return call
+
+
+def _apply(connection: PbxConnection, call: Call, event: CallEvent, policy: Policy) -> Call:
+    """Run the engine on the call (in memory) and queue its commands; the caller saves."""
     state, intents = engine.apply(
         CallState.from_json(call.state), event, policy, time.time(), call.call_key
     )
     emit(call, intents)
-    save_state(call, state)
+    set_state(call, state)
     alerts.extension_seen(connection, event, policy.users)
     return call
 
 
 def _locked_call(connection: PbxConnection, event: CallEvent) -> Call:
     """The call this event belongs to, locked: a click-to-call we started (by command_id),
-    or the call of this provider key (created on its first event)."""
+    or the call of this provider key (created on its first event). The lock comes first: a
+    call's later events cost one statement here."""
     if event.command_id:
         started = (
             Call.objects.select_for_update()
@@ -108,20 +215,33 @@ def _locked_call(connection: PbxConnection, event: CallEvent) -> Call:
             if not started.call_key:
                 started.call_key = event.call_key
                 started.save(update_fields=["call_key", "updated_at"])
-            return started
-    try:
-        with transaction.atomic():
-            call, _ = Call.objects.get_or_create(
-                connection=connection,
-                call_key=event.call_key,
-                defaults={"portal_id": connection.portal_id},
-            )
-    except IntegrityError:  # created by a parallel event of the same call a moment ago
-        call = Call.objects.get(connection=connection, call_key=event.call_key)
-    return Call.objects.select_for_update().get(pk=call.pk)
+            return _with(started, connection)
+    mine = Call.objects.select_for_update().filter(connection=connection, call_key=event.call_key)
+    call = mine.first()
+    if call is None:
+        # Created here, or a moment ago by a parallel event of the same call (then this
+        # insert does nothing, and the lock below waits for that event's transaction).
+        Call.objects.bulk_create(
+            [Call(connection=connection, portal_id=connection.portal_id, call_key=event.call_key)],
+            ignore_conflicts=True,
+        )
+        call = mine.get()
+    return _with(call, connection)
+
+
+def _with(call: Call, connection: PbxConnection) -> Call:
+    """The call with the connection and portal already loaded (no lazy query per event)."""
+    call.connection = connection
+    call.portal = connection.portal
+    return call
 
 
 def save_state(call: Call, state: CallState) -> None:
+    set_state(call, state)
+    call.save()
+
+
+def set_state(call: Call, state: CallState) -> None:
     call.state = state.to_json()
     call.direction = state.direction
     call.client_number = state.client_number
@@ -136,7 +256,6 @@ def save_state(call: Call, state: CallState) -> None:
         call.started_at = _aware(state.started_at)
     if state.finished and not call.ended_at:
         call.ended_at = timezone.now()
-    call.save()
 
 
 def _phase(state: CallState) -> str:

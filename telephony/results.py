@@ -1,5 +1,6 @@
 """What telephony does with Bitrix24's answers (outbox result handlers)."""
 
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from bitrixapp import jobs
@@ -12,13 +13,33 @@ from telephony.models import Call, CallRecording
 DONE = B24Command.State.DONE
 
 
-@result_handler("telephony.registered")
-def _registered(command: B24Command) -> None:
+@result_handler("telephony.registered", many=True)
+def _registered(commands: list[B24Command]) -> None:
+    """Register commands answered: each call keeps its Bitrix24 CALL_ID (one UPDATE for a
+    whole batch), or the reason it could not be registered."""
+    call_ids = {
+        c.pk: str(c.result.get("CALL_ID") or "")
+        for c in commands
+        if c.state == DONE and isinstance(c.result, dict)
+    }
+    if call_ids:
+        # Lock the calls in id order first, the order a burst of call events locks them in:
+        # one UPDATE locking 50 rows in whatever order it meets them can deadlock with it.
+        calls = Call.objects.filter(register_command_id__in=call_ids)
+        locked = list(calls.select_for_update().order_by("pk").values_list("pk", flat=True))
+        Call.objects.filter(pk__in=locked).update(
+            b24_call_id=Case(
+                *[When(register_command_id=pk, then=Value(v)) for pk, v in call_ids.items()]
+            )
+        )
+    for command in commands:
+        if command.pk not in call_ids:
+            _register_failed(command)
+
+
+def _register_failed(command: B24Command) -> None:
     call = Call.objects.select_related("connection").filter(register_command=command).first()
     if call is None:
-        return
-    if command.state == DONE and isinstance(command.result, dict):
-        Call.objects.filter(pk=call.pk).update(b24_call_id=str(command.result.get("CALL_ID") or ""))
         return
     reason = f"register failed: {command.error_code} {command.error_description}"
     Call.objects.filter(pk=call.pk).update(last_error=reason[:2000])

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from bitrixapp import outbox, rest
@@ -377,3 +377,39 @@ def test_wakeup_is_timed_for_the_head_of_a_lane_not_a_blocked_follower(fake, mak
     # A later wake-up request does not replace the earlier one on its way.
     outbox.kick(portal.pk, countdown=60)
     assert abs(cache.get(f"b24:wake:{portal.pk}") - (now.timestamp() + 30)) < 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_settling_does_not_block_a_command_that_depends_on_the_one_being_settled(make_portal):
+    """The dispatcher's settle lock (NO KEY UPDATE) lets a call event insert a command that
+    depends on a command being settled; with FOR UPDATE the insert's foreign-key check waited,
+    which deadlocked with the result handler waiting for the event's call lock."""
+    portal, _ = make_portal()
+    now = timezone.now()
+    register = B24Command.objects.create(
+        portal=portal, method="profile", owner_key="call:1", state="sending", sent_at=now
+    )
+    held, release = threading.Event(), threading.Event()
+
+    def dispatcher() -> None:
+        try:
+            with transaction.atomic():
+                assert outbox._lock_ours([register]) == {register.pk}
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=dispatcher)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            B24Command.objects.create(
+                portal=portal, method="profile", owner_key="call:1", depends_on=register
+            )
+    finally:
+        release.set()
+        thread.join()

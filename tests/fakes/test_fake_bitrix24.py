@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -469,3 +470,15 @@ def test_messageservice(portal: FakePortal) -> None:
     ]
     assert ok(portal, "messageservice.sender.delete", CODE="acme_sms") is True
     assert portal.senders == {}
+
+
+def test_answers_go_out_without_nagle_delay(fake: FakeBitrix24, portal: FakePortal) -> None:
+    """TCP_NODELAY on the fake's sockets: a kept-alive client's next answer never waits for a
+    delayed ACK, so benchmarks measure the app, not the fake."""
+    with requests.Session() as session:
+        body = {"auth": portal.access_token}
+        assert session.post(portal.client_endpoint + "profile", json=body, timeout=5).ok
+        with fake._server.sockets_lock:
+            sockets = list(fake._server.open_sockets)
+        assert sockets
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)

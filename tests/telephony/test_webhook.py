@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 
 from telephony.models import PbxEvent
 from tests.fakes.mango import fixture, signed_body
@@ -124,3 +125,18 @@ def test_a_burst_of_duplicate_deliveries_makes_one_bitrix24_call(pbx):
     assert sorted(statuses) == ["accepted"] + ["duplicate"] * 7
     pbx.settle()
     assert pbx.methods() == ["register"]
+
+
+def test_the_ack_decrypts_only_the_connection_credentials(pbx, monkeypatch):
+    """The cheap ack: one lookup (the portal's tokens are not loaded: each would be a Fernet
+    decrypt), one insert, and nothing else."""
+    from bitrixapp import crypto
+
+    decrypted = []
+    real = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(1) or real(token))
+    with CaptureQueriesContext(db_connection) as queries:
+        assert pbx.post("events/call", body()).status_code == 200
+    assert len(decrypted) == 1  # the connection's credentials, which the signature check needs
+    # lookup; SAVEPOINT, INSERT, RELEASE (inbox.store)
+    assert len(queries) == 4, [q["sql"][:80] for q in queries]
