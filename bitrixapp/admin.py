@@ -20,6 +20,11 @@ from bitrixapp.admin_scope import OPERATORS_ONLY, PortalScoped, scoped
 from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.models import B24Command, BitrixEvent, BitrixUser, Portal
 
+# The admin is the portal admins' settings: it says what it is, not "Django administration".
+admin.site.site_header = _("Telephony & SMS bridge: settings")
+admin.site.site_title = _("Telephony & SMS bridge")
+admin.site.index_title = _("Settings")
+
 
 @admin.register(Portal)
 class PortalAdmin(PortalScoped, admin.ModelAdmin):

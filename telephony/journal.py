@@ -46,7 +46,9 @@ def of_call(call: Call) -> Journal:
 def render(journal: Journal) -> SafeString:
     head = (_("time"), _("from"), _("what happened"), _("state"))
     verdict = format_html(
-        '<ul class="call-verdict">{}</ul>',
+        '<ul class="call-verdict" style="list-style:none;margin:0 0 1em;padding:.6em 1em;'
+        "text-align:left;font-size:1.1em;background:var(--darkened-bg);"
+        'border-left:4px solid var(--primary)">{}</ul>',
         format_html_join("", "<li>{}</li>", ((line,) for line in journal.verdict)),
     )
     return format_html("{}{}", verdict, timeline.table(head, timeline.rows(journal.entries)))
