@@ -51,9 +51,20 @@ class PbxConnectionForm(credential_form.CredentialsForm):
         fields = ("portal", "name", "provider", "is_active", *CONNECTION_SETTINGS)
 
 
+class PlainWordsFormSet(forms.BaseInlineFormSet):
+    """Django says "Please correct the duplicate data for number": name the field as the
+    page shows it."""
+
+    def get_unique_error_message(self, unique_check: tuple[str, ...]) -> str:
+        names = [name for name in unique_check if name != self.fk.name]  # the parent: implied
+        fields = [str(self.model._meta.get_field(name).verbose_name) for name in names]
+        return _("Each %(field)s may be listed only once.") % {"field": ", ".join(fields)}
+
+
 class PbxLineInline(PortalScoped, admin.TabularInline):
     portal_path = "connection__portal"
     model = PbxLine
+    formset = PlainWordsFormSet
     fields = ("number", "line_number", "name", "crm_auto_create", "registered_at")
     readonly_fields = ("registered_at",)
     extra = 0
@@ -62,6 +73,7 @@ class PbxLineInline(PortalScoped, admin.TabularInline):
 class PbxExtensionInline(PortalScoped, admin.TabularInline):
     portal_path = "connection__portal"
     model = PbxExtension
+    formset = PlainWordsFormSet
     fields = ("extension", "user_id", "source")
     readonly_fields = ("source",)
     extra = 0

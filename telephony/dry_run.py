@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from django.utils.translation import gettext as _
 
 from bitrixapp import users
+from bitrixapp.phones import digits
 from telephony import engine
 from telephony.engine import CallState, Policy
 from telephony.models import PbxConnection
@@ -124,10 +125,10 @@ def _namer(connection: PbxConnection, policy: Policy, question: Question):
 
 
 def _line_text(policy: Policy, dialed: str) -> str:
-    line = policy.line_of(dialed)
     if not dialed:
         return _("no number dialed: no line")
-    if line == dialed and dialed not in policy.lines.values():
+    line = policy.line_of(dialed)
+    if digits(dialed) not in policy.lines:  # the engine's own test (CallState.line_mapped)
         suffix = (
             _("not in the list: the call is ignored")
             if policy.only_mapped_lines

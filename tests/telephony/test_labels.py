@@ -84,3 +84,16 @@ def test_the_connection_page_in_russian(admin_client, make_portal):
     assert "Создавать лид для неизвестных номеров" in page
     assert "Подключения АТС" in page  # noqa: RUF001 (Russian on purpose)
     assert "Ключ API" in page
+
+
+def test_validation_errors_name_the_fields_in_words(admin_client, make_portal):
+    from tests.telephony.test_admin import form_data
+
+    portal, _ = make_portal()
+    connection = PbxConnection.objects.create(portal=portal, name="Office", provider="mango")
+    twice = [{"extension": "101", "user_id": 5}, {"extension": "101", "user_id": 6}]
+    data = form_data(connection, extensions=twice, api_url="not a url")
+    page = admin_client.post(f"{URL}{connection.pk}/change/", data).content.decode()
+    assert "Each extension may be listed only once." in page
+    assert "Enter a web address such as https://app.mango-office.ru" in page
+    assert "duplicate data for extension" not in page
