@@ -12,12 +12,18 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from bitrixapp import install, outbox, users
 from bitrixapp.admin_scope import OPERATORS_ONLY, PortalScoped, scoped
 from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.models import B24Command, BitrixEvent, BitrixUser, Portal
+
+# The admin is the portal admins' settings: it says what it is, not "Django administration".
+admin.site.site_header = _("Telephony & SMS bridge: settings")
+admin.site.site_title = _("Telephony & SMS bridge")
+admin.site.index_title = _("Settings")
 
 
 @admin.register(Portal)
@@ -53,7 +59,7 @@ class PortalAdmin(PortalScoped, admin.ModelAdmin):
     readonly_fields = tuple(f for f in fields if f != "plan_override")
     actions = ("rerun_setup",)
 
-    @admin.display(description="parked")
+    @admin.display(description=_("on hold"))
     def parked(self, portal: Portal) -> str:
         """Why and since when nothing is sent to the portal (outbox.park, token refresh):
         its commands wait for a re-install or an app-page open, then fail after the retry
@@ -61,23 +67,27 @@ class PortalAdmin(PortalScoped, admin.ModelAdmin):
         if portal.status != Portal.Status.NEEDS_REAUTH:
             return ""
         since = f"{portal.last_error_at:%Y-%m-%d %H:%M} UTC" if portal.last_error_at else "?"
-        return f"since {since}: {portal.last_error or 'needs re-authorization'}"
+        return _("since %(since)s: %(why)s") % {
+            "since": since,
+            "why": portal.last_error or _("needs re-authorization"),
+        }
 
-    @admin.display(description="tokens")
+    @admin.display(description=_("tokens"))
     def tokens(self, portal: Portal) -> str:
         return ", ".join(
-            f"{name}: {'set' if getattr(portal, name) else 'missing'}"
+            f"{Portal._meta.get_field(name).verbose_name}: "
+            f"{_('set') if getattr(portal, name) else _('missing')}"
             for name in ("access_token", "refresh_token", "application_token")
         )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # portals come from Bitrix24 installs only
 
-    @admin.action(description="Re-bind events and re-read the plan")
+    @admin.action(description=_("Re-bind events and re-read the plan"))
     def rerun_setup(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
         for portal in queryset.filter(status=Portal.Status.ACTIVE):
             install.queue_setup(portal)
-        messages.success(request, "Setup queued.")
+        messages.success(request, _("Setup queued."))
 
 
 @admin.register(B24Command)
@@ -107,13 +117,13 @@ class B24CommandAdmin(PortalScoped, admin.ModelAdmin):
     readonly_fields += ["request_json", "response_json"]
     actions = ("retry_now",)
 
-    @admin.display(description="request params")
+    @admin.display(description=_("request parameters"))
     def request_json(self, command: B24Command) -> str:
         return format_html(
             "<pre>{}</pre>", json.dumps(command.params, indent=2, ensure_ascii=False)
         )
 
-    @admin.display(description="response")
+    @admin.display(description=_("Bitrix24's answer"))
     def response_json(self, command: B24Command) -> str:
         return format_html(
             "<pre>{}</pre>", json.dumps(command.result, indent=2, ensure_ascii=False)
@@ -122,7 +132,7 @@ class B24CommandAdmin(PortalScoped, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Send again now (failed or waiting commands)")
+    @admin.action(description=_("Send again now (failed or waiting requests)"))
     def retry_now(self, request: HttpRequest, queryset: QuerySet[B24Command]) -> None:
         retry = queryset.filter(state__in=(B24Command.State.FAILED, B24Command.State.PENDING))
         portals = set(retry.values_list("portal_id", flat=True))
@@ -131,7 +141,10 @@ class B24CommandAdmin(PortalScoped, admin.ModelAdmin):
         )
         for portal_id in portals:
             outbox.kick(portal_id)
-        messages.success(request, f"{count} command(s) queued again.")
+        message = ngettext(
+            "%(count)d request queued again.", "%(count)d requests queued again.", count
+        )
+        messages.success(request, message % {"count": count})
 
 
 @admin.register(BitrixEvent)

@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class BitrixAppConfig(AppConfig):
     name = "bitrixapp"
-    verbose_name = "Bitrix24 platform"
+    verbose_name = _("Bitrix24 platform")
 
     def ready(self) -> None:
         # Registers the outbox result handlers used by install/setup and the events inbox;

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Protocol
 
 from django import forms
 from django.db import models
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 PREFIX = "credential_"
 REMOVE_PREFIX = "remove_credential_"
@@ -33,7 +35,22 @@ class CredentialProvider(Protocol):
     optional_credential_keys: ClassVar[tuple[str, ...]]
 
 
+# Labels of the keys the providers use, translated; other keys read as words ("api_key" →
+# "API key").
+KNOWN_LABELS = {
+    "api_key": gettext_lazy("API key"),
+    "api_salt": gettext_lazy("API salt (the signing key)"),
+    "token": gettext_lazy("token"),
+    "login": gettext_lazy("login"),
+    "password": gettext_lazy("password"),
+    "secret": gettext_lazy("secret"),
+}
+
+
 def label(key: str) -> str:
+    if key in KNOWN_LABELS:
+        text = str(KNOWN_LABELS[key])
+        return text[:1].upper() + text[1:]
     words = [ACRONYMS.get(word, word) for word in key.split("_")]
     return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]]) if words else key
 
@@ -53,12 +70,12 @@ class CredentialsForm(forms.ModelForm):
         self.stored_provider = getattr(self.instance, "provider", "")
         self.stored = dict(getattr(self.instance, "credentials", None) or {})
         for key in credential_keys(self.providers.values()):
-            state = "stored; leave empty to keep it" if self.stored.get(key) else "not set"
+            state = _("stored; leave empty to keep it") if self.stored.get(key) else _("not set")
             self.fields[PREFIX + key].help_text = f"{self._who_takes(key)} — {state}"
 
     def _who_takes(self, key: str) -> str:
         return ", ".join(
-            f"{p.name}: {'required' if key in p.credential_keys else 'optional'}"
+            f"{p.name}: {_('required') if key in p.credential_keys else _('optional')}"
             for p in self.providers.values()
             if key in _takes(p)
         )
@@ -78,7 +95,9 @@ class CredentialsForm(forms.ModelForm):
                 credentials[key] = stored[key]
         for key in provider.credential_keys:
             if not credentials.get(key):
-                self.add_error(PREFIX + key, f"required by {provider.name}")
+                self.add_error(
+                    PREFIX + key, _("%(provider)s needs this key") % {"provider": provider.name}
+                )
         self.credentials_to_store = credentials
         return cleaned
 
@@ -122,7 +141,7 @@ def credential_form(
     }
     for key in optional_keys(providers):
         inputs[REMOVE_PREFIX + key] = forms.BooleanField(
-            label=f"remove the stored {label(key).lower()}", required=False
+            label=_("remove the stored %(key)s") % {"key": label(key).lower()}, required=False
         )
     attrs = {**inputs, "providers": {p.slug: p for p in providers}}
     return type(base.__name__, (base,), attrs)

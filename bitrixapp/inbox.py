@@ -38,6 +38,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from bitrixapp import jobs
 from bitrixapp.formdata import FormDataError, parse_bracketed
@@ -68,26 +69,32 @@ class InboundRequest(models.Model):
     """A stored inbound request: what came in, redacted, and what became of it."""
 
     class State(models.TextChoices):
-        RECEIVED = "received", "received, waiting to be processed"
-        PROCESSED = "processed", "processed"
-        IGNORED = "ignored", "ignored (nothing to do)"
-        REJECTED = "rejected", "rejected (malformed)"
-        FAILED = "failed", "failed"
+        RECEIVED = "received", _("received, waiting to be processed")
+        PROCESSED = "processed", _("processed")
+        IGNORED = "ignored", _("ignored (nothing to do)")
+        REJECTED = "rejected", _("rejected (malformed)")
+        FAILED = "failed", _("failed")
 
-    source = models.CharField(max_length=100, db_index=True, help_text="event name or path")
-    body = models.TextField(blank=True, default="", help_text="the raw body, secrets masked")
-    content_type = models.CharField(max_length=100, blank=True, default="")
-    query = models.TextField(
-        blank=True, default="", help_text="the raw query string, secrets masked"
+    source = models.CharField(
+        _("source"), max_length=100, db_index=True, help_text=_("Event name or path")
     )
-    headers = models.JSONField(default=dict, blank=True)
-    dedupe_key = models.CharField(max_length=64, blank=True, default="")
-    state = models.CharField(max_length=10, choices=State.choices, default=State.RECEIVED)
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    received_at = models.DateTimeField(default=timezone.now)
-    processed_at = models.DateTimeField(null=True, blank=True)
+    body = models.TextField(
+        _("body"), blank=True, default="", help_text=_("As received, secrets masked")
+    )
+    content_type = models.CharField(_("content type"), max_length=100, blank=True, default="")
+    query = models.TextField(
+        _("query string"), blank=True, default="", help_text=_("As received, secrets masked")
+    )
+    headers = models.JSONField(_("headers"), default=dict, blank=True)
+    dedupe_key = models.CharField(_("duplicate check key"), max_length=64, blank=True, default="")
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.RECEIVED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    processed_at = models.DateTimeField(_("processed"), null=True, blank=True)
 
     class Meta:
         abstract = True

@@ -7,6 +7,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from bitrixapp import inbox
 from bitrixapp.admin_scope import PortalScoped
@@ -47,14 +49,14 @@ class InboundRequestAdmin(PortalScoped, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(description="request headers")
+    @admin.display(description=_("request headers"))
     def request_headers(self, row: inbox.InboundRequest) -> str:
         lines = [f"{name}: {value}" for name, value in sorted(row.headers.items())]
         if row.query:
             lines.insert(0, f"query: ?{row.query}")
         return format_html('<pre style="white-space:pre-wrap">{}</pre>', "\n".join(lines))
 
-    @admin.display(description="request body (secrets masked)")
+    @admin.display(description=_("request body (secrets masked)"))
     def request_body(self, row: inbox.InboundRequest) -> str:
         return format_html(
             '<pre style="white-space:pre-wrap">{}</pre><div class="help">{}</div>',
@@ -62,7 +64,12 @@ class InboundRequestAdmin(PortalScoped, admin.ModelAdmin):
             row.content_type,
         )
 
-    @admin.action(description="Process again (parses the stored body anew)", permissions=["change"])
+    @admin.action(
+        description=_("Process again (reads the stored request anew)"), permissions=["change"]
+    )
     def reprocess(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = inbox.reprocess(queryset)
-        messages.success(request, f"{count} request(s) queued again.")
+        message = ngettext(
+            "%(count)d request queued again.", "%(count)d requests queued again.", count
+        )
+        messages.success(request, message % {"count": count})

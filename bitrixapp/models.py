@@ -18,42 +18,59 @@ class Portal(models.Model):
     """One Bitrix24 portal that installed the app. Keyed by member_id: domains can change."""
 
     class Status(models.TextChoices):
-        ACTIVE = "active", "active"
-        NEEDS_REAUTH = "needs_reauth", "needs re-authorization"
-        UNINSTALLED = "uninstalled", "uninstalled"
+        ACTIVE = "active", _("active")
+        NEEDS_REAUTH = "needs_reauth", _("needs re-authorization")
+        UNINSTALLED = "uninstalled", _("uninstalled")
 
     class Plan(models.TextChoices):
-        STANDARD = "standard", "standard (2 req/s, burst 50)"
-        ENTERPRISE = "enterprise", "enterprise (5 req/s, burst 250)"
+        STANDARD = "standard", _("standard (2 requests/s, burst 50)")
+        ENTERPRISE = "enterprise", _("enterprise (5 requests/s, burst 250)")
 
-    member_id = models.CharField(max_length=64, unique=True)
-    domain = models.CharField(max_length=255)
-    client_endpoint = models.URLField(max_length=255)
-    server_endpoint = models.URLField(max_length=255, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    app_status = models.CharField(max_length=1, blank=True, help_text="L/F/D/T/P from Bitrix24")
-    detected_plan = models.CharField(max_length=16, choices=Plan.choices, blank=True)
-    plan_override = models.CharField(
-        max_length=16, choices=Plan.choices, blank=True, help_text="Empty: use the detected plan"
+    member_id = models.CharField(_("portal ID (member_id)"), max_length=64, unique=True)
+    domain = models.CharField(_("address"), max_length=255)
+    client_endpoint = models.URLField(_("REST address"), max_length=255)
+    server_endpoint = models.URLField(_("authorization server"), max_length=255, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE
     )
-    application_token = EncryptedTextField(blank=True)
-    access_token = EncryptedTextField(blank=True)
-    refresh_token = EncryptedTextField(blank=True)
-    token_expires_at = models.DateTimeField(null=True, blank=True)
-    scope = models.CharField(max_length=500, blank=True)
-    installer_user_id = models.IntegerField(null=True, blank=True)
+    app_status = models.CharField(
+        _("licence status"),
+        max_length=1,
+        blank=True,
+        help_text=_("As Bitrix24 reports it: L local, F free, D demo, T trial, P paid"),
+    )
+    detected_plan = models.CharField(
+        _("Bitrix24 plan"), max_length=16, choices=Plan.choices, blank=True
+    )
+    plan_override = models.CharField(
+        _("plan set by the operator"),
+        max_length=16,
+        choices=Plan.choices,
+        blank=True,
+        help_text=_("Leave empty to use the plan read from Bitrix24"),
+    )
+    application_token = EncryptedTextField(_("application token"), blank=True)
+    access_token = EncryptedTextField(_("access token"), blank=True)
+    refresh_token = EncryptedTextField(_("refresh token"), blank=True)
+    token_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
+    scope = models.CharField(_("permissions granted"), max_length=500, blank=True)
+    installer_user_id = models.IntegerField(_("installed by (user ID)"), null=True, blank=True)
     # Users seen to be portal admins (besides the installer): they hear about problems.
-    admin_user_ids = models.JSONField(default=list, blank=True)
+    admin_user_ids = models.JSONField(_("admins (user IDs)"), default=list, blank=True)
     # The portal's language as Bitrix24 reports it (LANGUAGE_ID, LANG): messages to its users.
-    language = models.CharField(max_length=8, blank=True)
-    events_bound_version = models.CharField(max_length=32, blank=True)
+    language = models.CharField(_("language"), max_length=8, blank=True)
+    events_bound_version = models.CharField(_("event handlers version"), max_length=32, blank=True)
     # method -> unix time until which Bitrix24 refuses it (OPERATION_TIME_LIMIT)
-    paused_methods = models.JSONField(default=dict, blank=True)
-    last_error = models.TextField(blank=True)
-    last_error_at = models.DateTimeField(null=True, blank=True)
-    installed_at = models.DateTimeField(default=timezone.now)
-    uninstalled_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    paused_methods = models.JSONField(_("paused methods"), default=dict, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
+    installed_at = models.DateTimeField(_("installed"), default=timezone.now)
+    uninstalled_at = models.DateTimeField(_("uninstalled"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Bitrix24 portal")
+        verbose_name_plural = _("Bitrix24 portals")
 
     def __str__(self) -> str:
         return self.domain or self.member_id
@@ -98,40 +115,61 @@ class B24Command(models.Model):
     """
 
     class State(models.TextChoices):
-        PENDING = "pending", "pending"
-        SENDING = "sending", "sending"
-        DONE = "done", "done"
-        FAILED = "failed", "failed"
-        CANCELLED = "cancelled", "cancelled"
+        PENDING = "pending", _("waiting to be sent")
+        SENDING = "sending", _("sending")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+        CANCELLED = "cancelled", _("cancelled")
 
     OPEN_STATES = (State.PENDING, State.SENDING)
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="commands")
-    method = models.CharField(max_length=100)
-    params = models.JSONField(default=dict, blank=True)
-    owner_key = models.CharField(max_length=100, blank=True, db_index=True)
-    depends_on = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents"
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="commands", verbose_name=_("Bitrix24 portal")
     )
-    handler = models.CharField(max_length=100, blank=True, help_text="result handler name")
+    method = models.CharField(_("REST method"), max_length=100)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    owner_key = models.CharField(
+        _("sent for"),
+        max_length=100,
+        blank=True,
+        db_index=True,
+        help_text=_("The record it belongs to, e.g. call:42; sent in order per record"),
+    )
+    depends_on = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="dependents",
+        verbose_name=_("waits for"),
+    )
+    handler = models.CharField(
+        _("result handler"), max_length=100, blank=True, help_text=_("What reads the answer")
+    )
     # What the result handler needs to find its objects again, e.g. {"call": 42}.
-    context = models.JSONField(default=dict, blank=True)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    first_sent_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    batch_id = models.CharField(max_length=32, blank=True, help_text="set when sent inside batch")
-    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    result = models.JSONField(null=True, blank=True)
-    error_code = models.CharField(max_length=100, blank=True)
-    error_description = models.TextField(blank=True)
+    context = models.JSONField(_("context"), default=dict, blank=True)
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    lease_until = models.DateTimeField(_("being sent until"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    first_sent_at = models.DateTimeField(_("first sent"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    batch_id = models.CharField(
+        _("batch"), max_length=32, blank=True, help_text=_("Set when sent inside a batch")
+    )
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("took, ms"), null=True, blank=True)
+    result = models.JSONField(_("answer"), null=True, blank=True)
+    error_code = models.CharField(_("error code"), max_length=100, blank=True)
+    error_description = models.TextField(_("error description"), blank=True)
 
     class Meta:
+        verbose_name = _("Bitrix24 request")
+        verbose_name_plural = _("Bitrix24 requests")
         indexes = [
             models.Index(fields=["portal", "state", "next_attempt_at", "id"], name="cmd_ready"),
             models.Index(fields=["state", "lease_until"], name="cmd_lease"),
@@ -152,9 +190,13 @@ class BitrixEvent(InboundRequest):
     # Form fields (bracket form) that are masked in the stored body.
     SECRET_FIELDS = ("auth[access_token]", "auth[refresh_token]", "auth[application_token]")
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="events")
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="events", verbose_name=_("Bitrix24 portal")
+    )
 
     class Meta:
+        verbose_name = _("Bitrix24 event")
+        verbose_name_plural = _("Bitrix24 events")
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="event_state")]
 
     @cached_property
@@ -206,7 +248,12 @@ class BitrixUser(models.Model):
     """A Bitrix24 user of a portal as `user.get` last described them: what admins pick by
     name when mapping extensions and choosing the default user."""
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="bitrix_users")
+    portal = models.ForeignKey(
+        Portal,
+        on_delete=models.CASCADE,
+        related_name="bitrix_users",
+        verbose_name=_("Bitrix24 portal"),
+    )
     user_id = models.PositiveIntegerField(_("Bitrix24 user ID"))
     name = models.CharField(_("name"), max_length=200, blank=True)
     email = models.CharField(_("email"), max_length=200, blank=True)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The page tests drive a real headless Chromium: Debian's package (no browser downloads).
+# tests/browser drive a real headless Chromium: Debian's package, through the Playwright
+# Python package of the dev extra (executable_path=/usr/bin/chromium; Playwright never
+# downloads a browser here).
 set -u
 command -v chromium >/dev/null 2>&1 && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

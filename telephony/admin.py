@@ -6,15 +6,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from bitrixapp import credential_form, timeline, users
 from bitrixapp.admin_scope import PortalScoped, staff_portal
 from bitrixapp.inbox_admin import InboundRequestAdmin
 from bitrixapp.timeline import as_json, lines, when
-from telephony import directory, providers
+from telephony import directory, dry_run, journal, providers
 from telephony.config import CONNECTION_SETTINGS
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
 
@@ -29,12 +32,18 @@ def _registered_providers() -> list:
 class PbxConnectionForm(credential_form.CredentialsForm):
     """Credentials as one password input per key (added by `credential_form.credential_form`)."""
 
-    provider = forms.ChoiceField(choices=providers.choices)
+    provider = forms.ChoiceField(
+        label=PbxConnection._meta.get_field("provider").verbose_name,
+        choices=providers.choices,
+        help_text=_("The company whose PBX sends the calls"),
+    )
     api_url = forms.URLField(
+        label=PbxConnection._meta.get_field("api_url").verbose_name,
         required=False,
         assume_scheme="https",
         max_length=200,
         help_text=PbxConnection._meta.get_field("api_url").help_text,
+        error_messages={"invalid": _("Enter a web address such as https://app.mango-office.ru")},
     )
 
     class Meta:
@@ -42,9 +51,20 @@ class PbxConnectionForm(credential_form.CredentialsForm):
         fields = ("portal", "name", "provider", "is_active", *CONNECTION_SETTINGS)
 
 
+class PlainWordsFormSet(forms.BaseInlineFormSet):
+    """Django says "Please correct the duplicate data for number": name the field as the
+    page shows it."""
+
+    def get_unique_error_message(self, unique_check: tuple[str, ...]) -> str:
+        names = [name for name in unique_check if name != self.fk.name]  # the parent: implied
+        fields = [str(self.model._meta.get_field(name).verbose_name) for name in names]
+        return _("Each %(field)s may be listed only once.") % {"field": ", ".join(fields)}
+
+
 class PbxLineInline(PortalScoped, admin.TabularInline):
     portal_path = "connection__portal"
     model = PbxLine
+    formset = PlainWordsFormSet
     fields = ("number", "line_number", "name", "crm_auto_create", "registered_at")
     readonly_fields = ("registered_at",)
     extra = 0
@@ -53,6 +73,7 @@ class PbxLineInline(PortalScoped, admin.TabularInline):
 class PbxExtensionInline(PortalScoped, admin.TabularInline):
     portal_path = "connection__portal"
     model = PbxExtension
+    formset = PlainWordsFormSet
     fields = ("extension", "user_id", "source")
     readonly_fields = ("source",)
     extra = 0
@@ -86,21 +107,24 @@ class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: PbxConnection | None = None) -> list:
         credential_inputs = credential_form.credential_fields(_registered_providers())
-        return [
+        fieldsets = [
             (None, {"fields": ("webhook_url_display",)}),
             (None, {"fields": ("portal", "name", "provider", "is_active")}),
             (
-                "Credentials",
+                _("PBX access keys"),
                 {
                     "fields": credential_inputs,
-                    "description": "Stored encrypted and never shown. "
-                    "Leave a field empty to keep its stored value; tick “remove” to drop "
-                    "an optional one.",
+                    "description": _(
+                        "Stored encrypted and never shown. Leave a field empty to keep its "
+                        "stored value; tick “remove” to drop an optional one."
+                    ),
                 },
             ),
-            ("Call handling", {"fields": tuple(CONNECTION_SETTINGS)}),
-            ("Last error", {"fields": ("last_error", "last_error_at")}),
+            (_("Call handling"), {"fields": tuple(CONNECTION_SETTINGS)}),
         ]
+        if obj is not None and obj.last_error:  # nothing to show on "add" or while all is well
+            fieldsets.append((_("Last error"), {"fields": ("last_error", "last_error_at")}))
+        return fieldsets
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         kwargs["form"] = credential_form.credential_form(PbxConnectionForm, _registered_providers())
@@ -112,15 +136,19 @@ class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
             )
         return form
 
-    @admin.display(description="webhook URL")
+    @admin.display(description=_("address for the PBX (webhook URL)"))
     def webhook_url_display(self, connection: PbxConnection) -> str:
         if connection.pk is None:
-            return "shown here once the connection is saved"
+            return _("shown here once the connection is saved")
         return format_html(
             '<code style="font-size:1.25em;user-select:all">{}</code>'
-            '<div class="help">{} It identifies this connection; keep it private.</div>',
+            '<div class="help">{} {}</div>'
+            '<p><a class="button" href="{}">{}</a></p>',
             connection.webhook_url,
             providers.webhook_hint(connection.provider),
+            _("It identifies this connection; keep it private."),
+            reverse("admin:telephony_pbxconnection_dry_run", args=[connection.pk]),
+            _("Simulate an incoming call"),
         )
 
     def save_model(self, request: HttpRequest, obj: PbxConnection, form: Any, change: bool) -> None:
@@ -131,6 +159,30 @@ class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
                 if name not in form.changed_data:
                     setattr(obj, name, value)
         super().save_model(request, obj, form, change)
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.dry_run_view)
+        return [
+            path("<int:pk>/dry-run/", view, name="telephony_pbxconnection_dry_run"),
+            *super().get_urls(),
+        ]
+
+    def dry_run_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The routing dry run: the engine's decision for a made-up call, nothing saved."""
+        connection = self.get_object(request, str(pk))  # scoped: another portal's is None
+        if connection is None or not self.has_view_permission(request, connection):
+            raise Http404
+        form = DryRunForm(request.POST or None, initial=_dry_run_initial(connection))
+        decision = dry_run.simulate(connection, form.question()) if form.is_valid() else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": connection,
+            "title": _("Simulate an incoming call"),
+            "form": form,
+            "decision": decision,
+        }
+        return TemplateResponse(request, "admin/telephony/dry_run.html", context)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         savers = {PbxLine: self._save_lines, PbxExtension: self._save_extensions}
@@ -179,16 +231,69 @@ class PbxConnectionAdmin(PortalScoped, admin.ModelAdmin):
             for connection in queryset.select_related("portal"):
                 self.delete_model(request, connection)
 
-    @admin.action(description="Fill extensions from Bitrix24 users", permissions=["change"])
+    @admin.action(description=_("Fill extensions from Bitrix24 users"), permissions=["change"])
     def fill_extensions(self, request: HttpRequest, queryset: QuerySet[PbxConnection]) -> None:
         connections = list(queryset.select_related("portal"))
         for connection in connections:
             directory.load_extensions(connection)
+        count = len(connections)
         messages.success(
             request,
-            f"Reading Bitrix24 users for {len(connections)} connection(s); "
-            "extensions typed here are kept.",
+            ngettext(
+                "Reading Bitrix24 users for %(count)d connection; extensions typed here are kept.",
+                "Reading Bitrix24 users for %(count)d connections; extensions typed here are kept.",
+                count,
+            )
+            % {"count": count},
         )
+
+
+class DryRunForm(forms.Form):
+    client_number = forms.CharField(
+        label=_("client's number"), max_length=64, help_text=_("Who calls, e.g. +7 495 123-45-67")
+    )
+    dialed_number = forms.CharField(
+        label=_("number dialed"),
+        max_length=64,
+        required=False,
+        help_text=_("Your company's number the client calls (one of the lines)"),
+    )
+    ringing = forms.CharField(
+        label=_("extensions that ring"),
+        max_length=500,
+        required=False,
+        help_text=_("Separated by commas or spaces, in the order they ring"),
+    )
+    answered_by = forms.CharField(
+        label=_("answered by extension"),
+        max_length=32,
+        required=False,
+        help_text=_("Leave empty for a call nobody answers"),
+    )
+    talk_seconds = forms.IntegerField(
+        label=_("talk time, seconds"), min_value=0, max_value=86400, initial=60
+    )
+
+    def question(self) -> dry_run.Question:
+        data = self.cleaned_data
+        return dry_run.Question(
+            client_number=data["client_number"].strip(),
+            dialed_number=data["dialed_number"].strip(),
+            ringing=tuple(data["ringing"].replace(",", " ").split()),
+            answered_by=data["answered_by"].strip(),
+            talk_seconds=data["talk_seconds"],
+        )
+
+
+def _dry_run_initial(connection: PbxConnection) -> dict:
+    line = connection.lines.order_by("pk").first()
+    extension = connection.extensions.order_by("extension").first()
+    return {
+        "client_number": "+74951234567",
+        "dialed_number": line.number if line else "",
+        "ringing": extension.extension if extension else "",
+        "talk_seconds": 60,
+    }
 
 
 # ---------------------------------------------------------------- calls
@@ -230,11 +335,19 @@ class CallAdmin(PortalScoped, admin.ModelAdmin):
     search_fields = ("client_number", "call_key", "b24_call_id")
     list_select_related = ("connection",)
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Call._meta.fields] + ["timeline_table", "recordings_table"]
+    readonly_fields = [f.name for f in Call._meta.fields] + [
+        "journal_table",
+        "timeline_table",
+        "recordings_table",
+    ]
     fieldsets = [
-        (None, {"fields": [f.name for f in Call._meta.fields if f.name != "id"]}),
-        ("Timeline", {"fields": ("timeline_table",)}),
-        ("Recordings", {"fields": ("recordings_table",)}),
+        (_("Call journal"), {"fields": ("journal_table",)}),
+        (None, {"fields": [f.name for f in Call._meta.fields if f.name not in ("id", "state")]}),
+        (_("Recordings"), {"fields": ("recordings_table",)}),
+        (
+            _("Technical details"),
+            {"fields": ("timeline_table", "state"), "classes": ("collapse",)},
+        ),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -243,16 +356,29 @@ class CallAdmin(PortalScoped, admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
         return False  # the page is the call's record: read-only
 
-    @admin.display(description="PBX events and Bitrix24 commands")
+    @admin.display(description=_("PBX events and Bitrix24 commands"))
     def timeline_table(self, call: Call) -> str:
         return timeline.render(call_timeline(call))
 
-    @admin.display(description="recordings")
+    @admin.display(description=_("what happened, in order"))
+    def journal_table(self, call: Call) -> str:
+        return journal.render(journal.of_call(call))
+
+    @admin.display(description=_("recordings"))
     def recordings_table(self, call: Call) -> str:
         # The audio itself (`content`) is never loaded here.
         recordings = CallRecording.objects.filter(call=call).defer("content").order_by("pk")
         return timeline.table(
-            ("recording", "state", "attempts", "file", "bytes", "error", "created", "attached"),
+            (
+                _("recording"),
+                _("state"),
+                _("attempts"),
+                _("file"),
+                _("bytes"),
+                _("error"),
+                _("created"),
+                _("attached"),
+            ),
             (_recording_row(r) for r in recordings),
         )
 
@@ -281,6 +407,6 @@ class PbxEventAdmin(InboundRequestAdmin):
     list_select_related = ("connection", "call")
     extra_fields = ("connection", "call", "normalized_events")
 
-    @admin.display(description="normalized events")
+    @admin.display(description=_("call events"))
     def normalized_events(self, event: PbxEvent) -> str:
         return format_html("<pre>{}</pre>", as_json(event.events))

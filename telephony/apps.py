@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class TelephonyConfig(AppConfig):
     name = "telephony"
-    verbose_name = "Telephony"
+    verbose_name = _("Telephony")
 
     def ready(self) -> None:
         # Registers outbox result and send-time handlers, Bitrix24 event handlers, the webhook

@@ -9,6 +9,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from bitrixapp.crypto import EncryptedJSONField
 from bitrixapp.inbox import InboundRequest
@@ -18,46 +19,92 @@ from bitrixapp.models import Portal
 class PbxConnection(models.Model):
     """One PBX account of a portal: its own webhook URL, credentials, lines and extensions."""
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="pbx_connections")
-    name = models.CharField(max_length=100)
-    provider = models.CharField(max_length=32)
-    credentials = EncryptedJSONField(blank=True, default=dict)
-    api_url = models.URLField(blank=True, help_text="Empty: the provider's default API URL")
-    webhook_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    default_user_id = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Bitrix24 user who gets unmatched and missed calls"
+    portal = models.ForeignKey(
+        Portal,
+        on_delete=models.CASCADE,
+        related_name="pbx_connections",
+        verbose_name=_("Bitrix24 portal"),
     )
-    show_card = models.BooleanField(default=True)
-    crm_create = models.BooleanField(default=True, help_text="Create a lead for unknown numbers")
+    name = models.CharField(
+        _("name"), max_length=100, help_text=_("Any name to tell your PBX accounts apart")
+    )
+    provider = models.CharField(_("PBX provider"), max_length=32)
+    credentials = EncryptedJSONField(_("credentials"), blank=True, default=dict)
+    api_url = models.URLField(
+        _("PBX API address"), blank=True, help_text=_("Leave empty to use the provider's address")
+    )
+    webhook_uuid = models.UUIDField(
+        _("webhook key"), default=uuid.uuid4, unique=True, editable=False
+    )
+    default_user_id = models.PositiveIntegerField(
+        _("default employee"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Gets calls to extensions nobody is mapped to, and owns missed calls in Bitrix24"
+        ),
+    )
+    show_card = models.BooleanField(
+        _("show the call card"),
+        default=True,
+        help_text=_("Open the call card in Bitrix24 for the employees whose phone rings"),
+    )
+    crm_create = models.BooleanField(
+        _("create a lead for unknown numbers"),
+        default=True,
+        help_text=_("A call from a number not in the CRM creates a lead"),
+    )
     missed_call_min_duration_s = models.PositiveIntegerField(
-        default=0, help_text="Answered calls shorter than this are logged as missed"
+        _("shortest real conversation, seconds"),
+        default=0,
+        help_text=_("Answered calls shorter than this are logged as missed (0: never)"),
     )
     route_to_responsible = models.BooleanField(
-        default=False, help_text="Show known clients' calls to their CRM owner"
+        _("show known clients' calls to their CRM owner"),
+        default=False,
+        help_text=_(
+            "Bitrix24 is asked who owns the client's number; that employee also gets the card"
+        ),
+    )
+    log_internal_calls = models.BooleanField(
+        _("log calls between employees"),
+        default=False,
+        help_text=_("Calls from one extension to another are not logged unless ticked"),
     )
     default_line_number = models.CharField(
+        _("line for other numbers"),
         max_length=64,
         blank=True,
-        help_text="Bitrix24 LINE_NUMBER for calls on numbers not in the lines below "
-        "(empty: the number as the PBX reports it)",
+        help_text=_(
+            "Bitrix24 line for calls on numbers not in the lines below (empty: the number as "
+            "the PBX reports it)"
+        ),
     )
-    log_internal_calls = models.BooleanField(default=False)
     only_mapped_lines = models.BooleanField(
-        default=False, help_text="Log only calls on the lines listed below"
+        _("only the lines listed below"),
+        default=False,
+        help_text=_("Log only calls on the lines listed below; ignore calls on other numbers"),
     )
     callback_extension = models.CharField(
+        _("extension for CRM callbacks"),
         max_length=64,
         blank=True,
-        help_text="Extension or group that rings for CRM callback requests when neither the "
-        "client's CRM owner nor the default user has an extension",
+        help_text=_(
+            "Extension or group that rings for CRM callback requests when neither the "
+            "client's CRM owner nor the default employee has an extension"
+        ),
     )
-    is_active = models.BooleanField(default=True)
-    last_error = models.TextField(blank=True)
-    last_error_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    is_active = models.BooleanField(
+        _("active"), default=True, help_text=_("Untick to ignore this PBX's events")
+    )
+    last_error = models.TextField(_("last error"), blank=True)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("PBX connection")
+        verbose_name_plural = _("PBX connections")
         constraints = [models.UniqueConstraint(fields=["portal", "name"], name="pbx_name_unique")]
 
     def __str__(self) -> str:
@@ -86,14 +133,38 @@ class PbxConnection(models.Model):
 class PbxLine(models.Model):
     """A number the PBX reports, and the Bitrix24 external line it is logged on."""
 
-    connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="lines")
-    number = models.CharField(max_length=64, help_text="as the PBX reports it")
-    line_number = models.CharField(max_length=64, help_text="Bitrix24 LINE_NUMBER")
-    name = models.CharField(max_length=100, blank=True)
-    crm_auto_create = models.BooleanField(default=True)
-    registered_at = models.DateTimeField(null=True, blank=True)
+    connection = models.ForeignKey(
+        PbxConnection,
+        on_delete=models.CASCADE,
+        related_name="lines",
+        verbose_name=_("PBX connection"),
+    )
+    number = models.CharField(
+        _("PBX number"), max_length=64, help_text=_("The number as the PBX reports it")
+    )
+    line_number = models.CharField(
+        _("Bitrix24 line"),
+        max_length=64,
+        help_text=_("The line's ID in Bitrix24 (calls are logged on it); usually the same number"),
+    )
+    name = models.CharField(
+        _("name"), max_length=100, blank=True, help_text=_("Shown in Bitrix24's line list")
+    )
+    crm_auto_create = models.BooleanField(
+        _("create leads"),
+        default=True,
+        help_text=_("Bitrix24 creates a lead for unknown numbers calling this line"),
+    )
+    registered_at = models.DateTimeField(
+        _("registered in Bitrix24"),
+        null=True,
+        blank=True,
+        help_text=_("Empty: Bitrix24 has not accepted the line yet (saving registers it)"),
+    )
 
     class Meta:
+        verbose_name = _("line")
+        verbose_name_plural = _("lines")
         constraints = [
             models.UniqueConstraint(fields=["connection", "number"], name="pbx_line_unique")
         ]
@@ -106,17 +177,32 @@ class PbxExtension(models.Model):
     """PBX extension → Bitrix24 user. Rows typed by an admin override ones read from Bitrix24."""
 
     class Source(models.TextChoices):
-        MANUAL = "manual", "set by an admin"
-        BITRIX = "bitrix", "from Bitrix24 UF_PHONE_INNER"
+        MANUAL = "manual", _("set by an admin")
+        BITRIX = "bitrix", _("from the employee's internal number in Bitrix24")
 
     connection = models.ForeignKey(
-        PbxConnection, on_delete=models.CASCADE, related_name="extensions"
+        PbxConnection,
+        on_delete=models.CASCADE,
+        related_name="extensions",
+        verbose_name=_("PBX connection"),
     )
-    extension = models.CharField(max_length=32)
-    user_id = models.PositiveIntegerField()
-    source = models.CharField(max_length=8, choices=Source.choices, default=Source.MANUAL)
+    extension = models.CharField(
+        _("extension"), max_length=32, help_text=_("The internal number in the PBX")
+    )
+    user_id = models.PositiveIntegerField(
+        _("employee"), help_text=_("The Bitrix24 user whose card opens when it rings")
+    )
+    source = models.CharField(
+        _("set by"),
+        max_length=8,
+        choices=Source.choices,
+        default=Source.MANUAL,
+        help_text=_("A number typed here wins over the one read from Bitrix24"),
+    )
 
     class Meta:
+        verbose_name = _("extension")
+        verbose_name_plural = _("extensions")
         constraints = [
             models.UniqueConstraint(fields=["connection", "extension"], name="pbx_ext_unique")
         ]
@@ -129,39 +215,69 @@ class Call(models.Model):
     """One physical call as Bitrix24 sees it; `state` is the call engine's state."""
 
     class Origin(models.TextChoices):
-        PBX = "pbx", "PBX event"
-        CLICK_TO_CALL = "click_to_call", "click-to-call"
-        CALLBACK = "callback", "CRM callback form"
+        PBX = "pbx", _("PBX event")
+        CLICK_TO_CALL = "click_to_call", _("click-to-call")
+        CALLBACK = "callback", _("CRM callback form")
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="calls")
-    connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="calls")
-    call_key = models.CharField(max_length=255, blank=True, help_text="provider's call id")
-    command_id = models.CharField(max_length=64, blank=True, help_text="our originate command")
-    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.PBX)
-    direction = models.CharField(max_length=10, blank=True)
-    client_number = models.CharField(max_length=64, blank=True)
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="calls", verbose_name=_("Bitrix24 portal")
+    )
+    connection = models.ForeignKey(
+        PbxConnection,
+        on_delete=models.CASCADE,
+        related_name="calls",
+        verbose_name=_("PBX connection"),
+    )
+    call_key = models.CharField(
+        _("PBX call ID"), max_length=255, blank=True, help_text=_("The provider's ID of the call")
+    )
+    command_id = models.CharField(
+        _("click-to-call command"),
+        max_length=64,
+        blank=True,
+        help_text=_("Our request to the PBX to place the call"),
+    )
+    origin = models.CharField(
+        _("started by"), max_length=16, choices=Origin.choices, default=Origin.PBX
+    )
+    direction = models.CharField(_("direction"), max_length=10, blank=True)
+    client_number = models.CharField(_("client's number"), max_length=64, blank=True)
     # NULL, not "", when the raw number is not a valid phone number.
-    client_number_e164 = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
-    line_number = models.CharField(max_length=64, blank=True)
-    b24_call_id = models.CharField(max_length=100, blank=True)
+    client_number_e164 = models.CharField(  # noqa: DJ001
+        _("client's number, international"), max_length=20, null=True, blank=True
+    )
+    line_number = models.CharField(_("Bitrix24 line"), max_length=64, blank=True)
+    b24_call_id = models.CharField(_("Bitrix24 call ID"), max_length=100, blank=True)
     register_command = models.ForeignKey(
-        "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "bitrixapp.B24Command",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("register request"),
     )
     finish_command = models.ForeignKey(
-        "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "bitrixapp.B24Command",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("finish request"),
     )
-    phase = models.CharField(max_length=10, default="new")
-    answered_user_id = models.PositiveIntegerField(null=True, blank=True)
-    status_code = models.CharField(max_length=8, blank=True)
-    duration = models.PositiveIntegerField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    ended_at = models.DateTimeField(null=True, blank=True)
-    state = models.JSONField(default=dict, blank=True)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    phase = models.CharField(_("phase"), max_length=10, default="new")
+    answered_user_id = models.PositiveIntegerField(_("answered by"), null=True, blank=True)
+    status_code = models.CharField(_("result code"), max_length=8, blank=True)
+    duration = models.PositiveIntegerField(_("talk time, seconds"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended"), null=True, blank=True)
+    state = models.JSONField(_("call engine state"), default=dict, blank=True)
+    last_error = models.TextField(_("problem"), blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("call")
+        verbose_name_plural = _("calls")
         constraints = [
             models.UniqueConstraint(
                 fields=["connection", "call_key"], condition=~Q(call_key=""), name="call_key_unique"
@@ -191,14 +307,33 @@ class PbxEvent(InboundRequest):
     """A PBX webhook as received (`source` is the path the PBX appended), kept once it is
     authenticated: for processing, diagnosis and "process again"."""
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="pbx_events")
-    connection = models.ForeignKey(PbxConnection, on_delete=models.CASCADE, related_name="events")
-    call = models.ForeignKey(
-        Call, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    portal = models.ForeignKey(
+        Portal,
+        on_delete=models.CASCADE,
+        related_name="pbx_events",
+        verbose_name=_("Bitrix24 portal"),
     )
-    events = models.JSONField(default=list, blank=True, help_text="normalized call events")
+    connection = models.ForeignKey(
+        PbxConnection,
+        on_delete=models.CASCADE,
+        related_name="events",
+        verbose_name=_("PBX connection"),
+    )
+    call = models.ForeignKey(
+        Call,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        verbose_name=_("call"),
+    )
+    events = models.JSONField(
+        _("call events"), default=list, blank=True, help_text=_("What the PBX said, in our words")
+    )
 
     class Meta:
+        verbose_name = _("PBX event")
+        verbose_name_plural = _("PBX events")
         constraints = [
             models.UniqueConstraint(fields=["connection", "dedupe_key"], name="pbx_event_once")
         ]
@@ -209,29 +344,40 @@ class CallRecording(models.Model):
     """A recording of a call: downloaded from the PBX by a worker, then attached in Bitrix24."""
 
     class State(models.TextChoices):
-        PENDING = "pending", "waiting for download"
-        DOWNLOADED = "downloaded", "downloaded, attaching"
-        ATTACHED = "attached", "attached"
-        FAILED = "failed", "failed"
+        PENDING = "pending", _("waiting for download")
+        DOWNLOADED = "downloaded", _("downloaded, attaching")
+        ATTACHED = "attached", _("attached")
+        FAILED = "failed", _("failed")
 
-    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="recordings")
-    recording_id = models.CharField(max_length=255)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    filename = models.CharField(max_length=255, blank=True)
-    size = models.PositiveIntegerField(null=True, blank=True)
-    content = models.BinaryField(null=True, blank=True, editable=False)
-    attach_command = models.ForeignKey(
-        "bitrixapp.B24Command", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    call = models.ForeignKey(
+        Call, on_delete=models.CASCADE, related_name="recordings", verbose_name=_("call")
     )
-    error = models.TextField(blank=True)
+    recording_id = models.CharField(_("PBX recording ID"), max_length=255)
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("download attempts"), default=0)
+    filename = models.CharField(_("file name"), max_length=255, blank=True)
+    size = models.PositiveIntegerField(_("size, bytes"), null=True, blank=True)
+    content = models.BinaryField(_("audio"), null=True, blank=True, editable=False)
+    attach_command = models.ForeignKey(
+        "bitrixapp.B24Command",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("attach request"),
+    )
+    error = models.TextField(_("error"), blank=True)
     # When a sweeper may queue the next download try (NULL: not waiting for one).
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-    attached_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    attached_at = models.DateTimeField(_("attached"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("call recording")
+        verbose_name_plural = _("call recordings")
         constraints = [
             models.UniqueConstraint(fields=["call", "recording_id"], name="recording_once")
         ]

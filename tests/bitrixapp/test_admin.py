@@ -25,7 +25,7 @@ def test_portal_pages_show_status_but_no_token_values(admin_client, portal):
     listing = admin_client.get("/admin/bitrixapp/portal/").content.decode()
     detail = admin_client.get(f"/admin/bitrixapp/portal/{portal.pk}/change/").content.decode()
     assert "acme.bitrix24.ru" in listing
-    assert "invalid_grant" in detail and "access_token: set" in detail
+    assert "invalid_grant" in detail and "access token: set" in detail
     for secret in ("ACCESS-SECRET", "REFRESH-SECRET", "APP-SECRET"):
         assert secret not in listing and secret not in detail
 

@@ -94,7 +94,7 @@ def test_values_of_another_provider_are_not_kept(admin_client, connection):
             **{f"{p}-{k}": v for p in ("lines", "extensions") for k, v in _empty().items()},
         },
     )
-    assert "required by Rotating PBX" in answer.content.decode()
+    assert "Rotating PBX needs this key" in answer.content.decode()
     connection.provider = "rotating"  # as posted
     assert post(admin_client, connection, credential_secret="NEW") == {"secret": "NEW"}
 
