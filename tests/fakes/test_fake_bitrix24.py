@@ -469,3 +469,15 @@ def test_messageservice(portal: FakePortal) -> None:
     ]
     assert ok(portal, "messageservice.sender.delete", CODE="acme_sms") is True
     assert portal.senders == {}
+
+
+def test_a_method_outside_the_installed_scope_is_refused(portal: FakePortal) -> None:
+    notice = {"USER_ID": 1, "MESSAGE": "hello", "TAG": "t"}
+    assert isinstance(ok(portal, "im.notify.system.add", **notice), int)
+    portal.scope = "telephony,messageservice,crm,user_basic,placement"  # installed before `im`
+    response = rest(portal, "im.notify.system.add", **notice)
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert len(portal.notifications) == 1
+    assert ok(portal, "profile")["ID"] == 1  # basic methods need no scope
+    assert portal.frame_payload()["APPLICATION_SCOPE"] == portal.scope
