@@ -7,9 +7,9 @@ class BitrixAppConfig(AppConfig):
     verbose_name = _("Bitrix24 platform")
 
     def ready(self) -> None:
-        # Registers the outbox result handlers used by install/setup and the events inbox;
-        # describes the endpoints in the OpenAPI schema.
-        from bitrixapp import events, inbox, install, schema, users  # noqa: F401
+        # Registers the outbox result handlers used by install/setup, notifications and the
+        # events inbox; describes the endpoints in the OpenAPI schema.
+        from bitrixapp import events, inbox, install, problems, schema, users  # noqa: F401
         from bitrixapp.models import BitrixEvent
 
         inbox.register(BitrixEvent, events.handle, queue="default")

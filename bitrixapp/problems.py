@@ -10,7 +10,8 @@ replaces it.
   problem row counts every occurrence; the user concerned is told each time; admins at most
   once a day per problem, with the count.
 - `resolve(portal, kind, subject)`: it stopped. The problem is closed and the admins told once
-  (only if they were told about it, or could not be: a parked portal).
+  (only if they were told about it, or could not be: a parked portal, a portal whose app
+  lacks the im scope).
 
 Transient errors that retry and recover are not problems: nothing calls `report` for them.
 Messages are gettext strings rendered in the portal's language (ru or en).
@@ -24,15 +25,26 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from bitrixapp import languages, outbox
-from bitrixapp.models import Portal, Problem
+from bitrixapp.models import B24Command, Portal, Problem
 
 USER, ADMINS = "user", "admins"
 NOTIFY_METHOD = "im.notify.system.add"
+NOTIFIED = "bitrixapp.notified"
+# What Bitrix24 answers (403) when the app's token lacks the method's scope: here, a portal
+# that installed the app before it asked for `im` (Bitrix24 REST docs, system errors).
+NO_SCOPE_ERRORS = frozenset({"insufficient_scope"})
 TAG_PREFIX = "telephony-bridge"
 # Admins hear about one problem at most this often; the message carries the count.
 ADMIN_REMINDER_EVERY = timedelta(days=1)
+
+
+def counted(singular: str, plural: str) -> Any:
+    """An admin message whose %(count)s picks the plural form (Russian has three: 1 попытка,
+    2 попытки, 5 попыток); the catalogue's Plural-Forms header says which is which."""
+    return ngettext_lazy(singular, plural, "count")
 
 
 @dataclass(frozen=True)
@@ -53,19 +65,24 @@ KINDS: dict[str, Kind] = {
             "The call to %(phone)s was not placed: telephony is not connected on this "
             "Bitrix24 — ask your administrator."
         ),
-        admin_message=_(
+        admin_message=counted(
             "Calls from the CRM cannot be placed: no PBX connection is set up in the "
-            "telephony app (%(count)s attempts since %(since)s). Add a PBX connection."
+            "telephony app (%(count)s attempt since %(since)s). Add a PBX connection.",
+            "Calls from the CRM cannot be placed: no PBX connection is set up in the "
+            "telephony app (%(count)s attempts since %(since)s). Add a PBX connection.",
         ),
         recovered=_("Calls from the CRM can be placed again: a PBX connection is set up."),
     ),
     "click_no_extension": Kind(
         (USER, ADMINS),
         user_message=_("Your extension is not set for line %(line)s — ask your administrator."),
-        admin_message=_(
+        admin_message=counted(
+            "User #%(user_id)s cannot call from the CRM: no extension is set for them on "
+            "line %(line)s (%(count)s attempt since %(since)s). Set their extension in the "
+            "PBX connection %(connection)s.",
             "User #%(user_id)s cannot call from the CRM: no extension is set for them on "
             "line %(line)s (%(count)s attempts since %(since)s). Set their extension in the "
-            "PBX connection %(connection)s."
+            "PBX connection %(connection)s.",
         ),
         recovered=_("User #%(user_id)s can call from the CRM on line %(line)s again."),
     ),
@@ -75,9 +92,11 @@ KINDS: dict[str, Kind] = {
             "The PBX refused the call to %(phone)s: %(error)s. Try again; if it repeats, "
             "tell your administrator."
         ),
-        admin_message=_(
+        admin_message=counted(
             "The PBX of connection %(connection)s refuses calls from the CRM: %(error)s "
-            "(%(count)s times since %(since)s). Check the connection's credentials."
+            "(%(count)s time since %(since)s). Check the connection's credentials.",
+            "The PBX of connection %(connection)s refuses calls from the CRM: %(error)s "
+            "(%(count)s times since %(since)s). Check the connection's credentials.",
         ),
         recovered=_("The PBX of connection %(connection)s places calls from the CRM again."),
     ),
@@ -87,10 +106,13 @@ KINDS: dict[str, Kind] = {
             "A client asked for a callback to %(phone)s, but nobody could be rung for it: "
             "call the client back yourself."
         ),
-        admin_message=_(
+        admin_message=counted(
             "Callback requests on connection %(connection)s cannot ring anyone: neither the "
             "client's CRM owner nor the default user has an extension, and no callback "
-            "extension is set (%(count)s requests since %(since)s)."
+            "extension is set (%(count)s request since %(since)s).",
+            "Callback requests on connection %(connection)s cannot ring anyone: neither the "
+            "client's CRM owner nor the default user has an extension, and no callback "
+            "extension is set (%(count)s requests since %(since)s).",
         ),
         recovered=_("Callback requests on connection %(connection)s ring again."),
     ),
@@ -100,43 +122,57 @@ KINDS: dict[str, Kind] = {
             "A client asked for a callback to %(phone)s, but the PBX refused the call "
             "(%(error)s): call the client back yourself."
         ),
-        admin_message=_(
+        admin_message=counted(
             "The PBX of connection %(connection)s refuses callback requests: %(error)s "
-            "(%(count)s times since %(since)s). Check the connection's credentials."
+            "(%(count)s time since %(since)s). Check the connection's credentials.",
+            "The PBX of connection %(connection)s refuses callback requests: %(error)s "
+            "(%(count)s times since %(since)s). Check the connection's credentials.",
         ),
         recovered=_("The PBX of connection %(connection)s places callback requests again."),
     ),
     "webhook_bad_signature": Kind(
         (ADMINS,),
-        admin_message=_(
+        admin_message=counted(
             "The PBX of connection %(connection)s sends webhooks with a wrong key or "
-            "signature, and they are refused: its calls are not logged (%(count)s refused "
-            "since %(since)s). Check the connection's credentials against the PBX settings."
+            "signature, and they are refused: its calls are not logged (%(count)s webhook "
+            "refused since %(since)s). Check the connection's credentials against the PBX "
+            "settings.",
+            "The PBX of connection %(connection)s sends webhooks with a wrong key or "
+            "signature, and they are refused: its calls are not logged (%(count)s webhooks "
+            "refused since %(since)s). Check the connection's credentials against the PBX "
+            "settings.",
         ),
         recovered=_("Webhooks of connection %(connection)s are accepted again."),
     ),
     "line_refused": Kind(
         (ADMINS,),
-        admin_message=_(
+        admin_message=counted(
+            "Bitrix24 refused to register line %(line)s: %(error)s (%(count)s time since "
+            "%(since)s). Check the line in the PBX connection.",
             "Bitrix24 refused to register line %(line)s: %(error)s (%(count)s times since "
-            "%(since)s). Check the line in the PBX connection."
+            "%(since)s). Check the line in the PBX connection.",
         ),
         recovered=_("Line %(line)s is registered in Bitrix24 now."),
     ),
     "unmapped_extension": Kind(
         (ADMINS,),
-        admin_message=_(
+        admin_message=counted(
+            "Calls of extension %(extension)s on connection %(connection)s go to the default "
+            "user: the extension is not mapped to a Bitrix24 user (seen %(count)s time "
+            "since %(since)s). Map it in the PBX connection.",
             "Calls of extension %(extension)s on connection %(connection)s go to the default "
             "user: the extension is not mapped to a Bitrix24 user (seen %(count)s times "
-            "since %(since)s). Map it in the PBX connection."
+            "since %(since)s). Map it in the PBX connection.",
         ),
         recovered=_("Extension %(extension)s on connection %(connection)s is mapped now."),
     ),
     "recording_failed": Kind(
         (ADMINS,),
-        admin_message=_(
+        admin_message=counted(
             "Call recordings of connection %(connection)s cannot be downloaded from the PBX: "
-            "%(error)s (%(count)s recordings since %(since)s)."
+            "%(error)s (%(count)s recording since %(since)s).",
+            "Call recordings of connection %(connection)s cannot be downloaded from the PBX: "
+            "%(error)s (%(count)s recordings since %(since)s).",
         ),
         recovered=_("Call recordings of connection %(connection)s download again."),
     ),
@@ -152,11 +188,32 @@ KINDS: dict[str, Kind] = {
         ),
         announce_on_report=False,
     ),
+    "notify_no_scope": Kind(
+        (ADMINS,),
+        admin_message=counted(
+            "Notifications cannot reach people in Bitrix24: the app was installed without "
+            "the im (notifications) scope, so Bitrix24 refuses them (%(count)s notification "
+            "not delivered since %(since)s). A portal administrator must update or reinstall "
+            "the app in Bitrix24 so that it gets the im scope; until then, problems are "
+            "shown only here.",
+            "Notifications cannot reach people in Bitrix24: the app was installed without "
+            "the im (notifications) scope, so Bitrix24 refuses them (%(count)s notifications "
+            "not delivered since %(since)s). A portal administrator must update or reinstall "
+            "the app in Bitrix24 so that it gets the im scope; until then, problems are "
+            "shown only here.",
+        ),
+        recovered=_("Notifications of the telephony app reach you in Bitrix24 again."),
+        # Nobody can be notified while it lasts: the app page shows it, and the admins hear
+        # when notifications go through again.
+        announce_on_report=False,
+    ),
     "sms_sender_refused": Kind(
         (ADMINS,),
-        admin_message=_(
+        admin_message=counted(
+            "The SMS gateway refuses sender %(sender)s: %(error)s (%(count)s message since "
+            "%(since)s). Check the sender name with the gateway.",
             "The SMS gateway refuses sender %(sender)s: %(error)s (%(count)s messages since "
-            "%(since)s). Check the sender name with the gateway."
+            "%(since)s). Check the sender name with the gateway.",
         ),
         recovered=_("The SMS gateway accepts sender %(sender)s again."),
     ),
@@ -209,7 +266,8 @@ def remember_language(portal: Portal, language: str) -> None:
 def message(portal: Portal, text: Any, **params: Any) -> str:
     """A message of the table rendered in the portal's language."""
     with translation.override(language_of(portal)):
-        return str(text) % _Params(params)
+        # `%` on the lazy text itself: a counted message picks its form from params["count"].
+        return str(text % _Params(params))
 
 
 def user_message(portal: Portal, kind: str, **params: Any) -> str:
@@ -250,9 +308,10 @@ def report(
         problem = _open_problem(portal, kind, str(subject)[:200], now, params, fix_url)
         if USER in spec.audience and notify_user:
             text = message(portal, spec.user_message, **_problem_params(problem))
-            _notify(portal, [int(notify_user)], text, _tag(problem, f"user{notify_user}"))
+            tag = _tag(problem, f"user{notify_user}")
+            _notify(portal, [int(notify_user)], text, tag, problem)
         if _admins_due(spec, problem, now):
-            told = _notify(portal, admins_of(portal), describe(problem), _tag(problem))
+            told = _notify(portal, admins_of(portal), describe(problem), _tag(problem), problem)
             problem.notified_at = now if told else problem.notified_at
         problem.save()
     return problem
@@ -270,7 +329,7 @@ def resolve(portal: Portal, kind: str, subject: str | int) -> bool:
         told = problem.notified_at is not None or not spec.announce_on_report
         if ADMINS in spec.audience and told:
             text = message(portal, spec.recovered, **_problem_params(problem))
-            _notify(portal, admins_of(portal), text, _tag(problem))
+            _notify(portal, admins_of(portal), text, _tag(problem), problem)
     return True
 
 
@@ -329,7 +388,7 @@ def _tag(problem: Problem, suffix: str = "") -> str:
     return "|".join(p for p in (TAG_PREFIX, problem.kind, problem.subject, suffix) if p)
 
 
-def _notify(portal: Portal, user_ids: Iterable[int], text: str, tag: str) -> bool:
+def _notify(portal: Portal, user_ids: Iterable[int], text: str, tag: str, problem: Problem) -> bool:
     """One notification per recipient, in the tag's own ordered lane (a recovery notice never
     overtakes the problem's). False when there is nobody to tell."""
     sent = False
@@ -339,6 +398,21 @@ def _notify(portal: Portal, user_ids: Iterable[int], text: str, tag: str) -> boo
             NOTIFY_METHOD,
             {"USER_ID": user_id, "MESSAGE": text, "TAG": tag},
             owner_key=f"notify:{tag}"[:100],
+            handler=NOTIFIED,
+            context={"problem": problem.pk},
         )
         sent = True
     return sent
+
+
+@outbox.result_handler(NOTIFIED)
+def _notified(command: B24Command) -> None:
+    """A notification went through: notifications work (again). Refused for lack of the im
+    scope: the admins were not told after all (they will be at the problem's next
+    occurrence), and the app page shows that the app needs the scope."""
+    portal = Portal.objects.get(pk=command.portal_id)
+    if command.state == B24Command.State.DONE:
+        resolve(portal, "notify_no_scope", "portal")
+    elif command.error_code in NO_SCOPE_ERRORS:
+        Problem.objects.filter(pk=command.context.get("problem")).update(notified_at=None)
+        report(portal, "notify_no_scope", "portal")

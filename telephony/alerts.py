@@ -127,6 +127,31 @@ def _extension_mapped(sender: type, instance: PbxExtension, **kwargs: object) ->
     connection = instance.connection
     subject = f"{_about(connection)}:ext:{instance.extension}"
     problems.resolve(connection.portal, "unmapped_extension", subject)
+    if instance.user_id and instance.user_id == connection.default_user_id:
+        _callbacks_can_ring(connection)
+
+
+# ---------------------------------------------------------------- connections
+
+
+@receiver(post_save, sender=PbxConnection, dispatch_uid="telephony.alerts.connection_saved")
+def _connection_saved(sender: type, instance: PbxConnection, **kwargs: object) -> None:
+    """An admin set up or changed a connection: what it was missing may be there now. Calls
+    the PBX refused are over only when it takes one (originate_worked): new credentials may
+    still be wrong."""
+    if not instance.is_active:
+        return
+    problems.resolve(instance.portal, "click_no_connection", "portal")
+    _callbacks_can_ring(instance)
+
+
+def _callbacks_can_ring(connection: PbxConnection) -> None:
+    """Every callback request can ring someone once the default user has an extension or a
+    callback extension is set, whoever the client's CRM owner is."""
+    from telephony.bitrix_events import callback_extension  # it imports this module
+
+    if callback_extension(connection, owner=None):
+        problems.resolve(connection.portal, "callback_impossible", _about(connection))
 
 
 # ---------------------------------------------------------------- recordings

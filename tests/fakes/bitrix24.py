@@ -47,6 +47,16 @@ __all__ = [
 ]
 
 SCOPE = "telephony,messageservice,crm,user_basic,placement,im"
+# The scope a method needs, by its first name part (§4.3: 403 insufficient_scope without it).
+# Methods of the `basic` scope (app.info, profile, event.*, user.admin) and user.get (any user
+# scope) are not checked.
+METHOD_SCOPES = {
+    "telephony": "telephony",
+    "messageservice": "messageservice",
+    "crm": "crm",
+    "placement": "placement",
+    "im": "im",
+}
 TOKEN_LIFETIME = 3600  # access tokens live one hour (§3.3)
 OPERATING_WINDOW = 600.0  # "operating" is summed over a sliding 10-minute window (§4.2)
 BATCH_MAX = 50  # §4.4
@@ -538,6 +548,9 @@ class FakePortal:
         self.admins: set[str] = {"1"}  # user IDs for which user.admin / profile say ADMIN
         self.sessions: list[Session] = []  # other users' token pairs (see sign_in)
         self.caller_id = "1"  # the user whose token the current REST call carries
+        # The scopes the app was installed with: a method of another scope is refused with
+        # insufficient_scope (a portal that installed the app before it asked for `im`).
+        self.scope = SCOPE
         self.installed = True  # app.info INSTALLED (False until BX24.installFinish, §3.2)
         self.bucket: tuple[float, float] | None = None  # (drain per s, size) override
         self.users: list[dict[str, Any]] = []
@@ -631,7 +644,7 @@ class FakePortal:
             "server_endpoint": self.client_endpoint,
             "member_id": self.member_id,
             "application_token": self.application_token,
-            "scope": SCOPE,
+            "scope": self.scope,
             "status": "L",
         }
         if with_tokens:
@@ -667,7 +680,7 @@ class FakePortal:
             "REFRESH_ID": session.refresh_token if session else self.refresh_token,
             "SERVER_ENDPOINT": self.client_endpoint,
             "APPLICATION_TOKEN": self.application_token,
-            "APPLICATION_SCOPE": SCOPE,
+            "APPLICATION_SCOPE": self.scope,
             "member_id": self.member_id,
             "status": "L",
             "PLACEMENT": placement,
@@ -1559,7 +1572,7 @@ class FakeBitrix24(LoopbackFake):
             "server_endpoint": "https://oauth.bitrix.info/rest/",
             "domain": "oauth.bitrix.info",  # the auth server, NOT the portal (§3.3)
             "member_id": portal.member_id,
-            "scope": SCOPE,
+            "scope": portal.scope,
             "status": "L",
             "user_id": int(user_id),
         }
@@ -1719,6 +1732,9 @@ class FakeBitrix24(LoopbackFake):
             injected = self._take_failure(portal, method)
             if injected is not None:
                 raise injected
+            needs = METHOD_SCOPES.get(method.split(".")[0])
+            if needs and needs not in portal.scope.split(","):
+                raise system_error("insufficient_scope")
             if sum(cost for _, cost in self._window(portal, method)) > self.operating_limit:
                 # §4.2: the call AFTER the one that crossed the limit is rejected.
                 raise system_error("OPERATION_TIME_LIMIT")

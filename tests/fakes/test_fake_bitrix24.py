@@ -482,3 +482,15 @@ def test_answers_go_out_without_nagle_delay(fake: FakeBitrix24, portal: FakePort
             sockets = list(fake._server.open_sockets)
         assert sockets
         assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+
+
+def test_a_method_outside_the_installed_scope_is_refused(portal: FakePortal) -> None:
+    notice = {"USER_ID": 1, "MESSAGE": "hello", "TAG": "t"}
+    assert isinstance(ok(portal, "im.notify.system.add", **notice), int)
+    portal.scope = "telephony,messageservice,crm,user_basic,placement"  # installed before `im`
+    response = rest(portal, "im.notify.system.add", **notice)
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    assert len(portal.notifications) == 1
+    assert ok(portal, "profile")["ID"] == 1  # basic methods need no scope
+    assert portal.frame_payload()["APPLICATION_SCOPE"] == portal.scope
