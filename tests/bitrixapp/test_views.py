@@ -305,7 +305,7 @@ def test_reinstall_after_uninstall_revives_the_portal(client, installed):
 
 
 def test_app_page_checks_the_application_token(client, installed):
-    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1"
+    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=en"
     assert client.post(url, frame_post(APPLICATION_TOKEN="apptok")).status_code == 200
     response = client.post(url, frame_post(APPLICATION_TOKEN="wrong"))
     assert response.status_code == 403
@@ -318,7 +318,7 @@ def test_app_page_revives_a_portal_that_needs_reauth(client, installed, auth_ser
         status=Portal.Status.NEEDS_REAUTH, last_error="token refresh refused"
     )
     auth_server.portal("m1").endpoint = None  # user.admin is asked on a portal that answers
-    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1"
+    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=en"
     response = client.post(
         url, frame_post(APPLICATION_TOKEN="apptok", AUTH_ID="new-acc", REFRESH_ID="new-ref")
     )
@@ -333,7 +333,7 @@ def test_app_page_revives_a_portal_that_needs_reauth(client, installed, auth_ser
 def test_app_page_rebinds_events_after_an_app_update(client, installed):
     B24Command.objects.all().delete()
     Portal.objects.filter(pk=installed.pk).update(events_bound_version="0.0.1-old")
-    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1"
+    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=en"
     client.post(url, frame_post(APPLICATION_TOKEN="apptok"))
     assert B24Command.objects.filter(method="event.bind").count() == 3
 
