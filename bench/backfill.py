@@ -1,4 +1,4 @@
-"""backfill: 500 complete calls received while Bitrix24 was down, logged after it recovers.
+"""backfill: 5,000 complete calls received while Bitrix24 was down, logged after it recovers.
 
 Setup: one standard-plan portal on the live fake, user 11 with UF_PHONE_INNER 101, a Mango
 connection mapping extension 101 to user 11; gunicorn (GUNICORN_OPTIONS, DEBUG=0) and two
@@ -15,18 +15,21 @@ POSTERS threads, each call's events in order. The workers process them and the o
 to send the register and finish commands, getting 500s and backing off. The outage lasts
 until every webhook is processed and every register and finish has failed at least
 MIN_FAILED_TRIES times (so the backoff has grown, as in a real outage), or OUTAGE_MAX_S
-after the first POST, whichever comes first (what was still unprocessed then is reported,
-and processed after recovery, inside the measured time). Then, with the fake enforcing the
-standard bucket (2 req/s drain, burst 50, QUERY_LIMIT_EXCEEDED over it), `fake.restore()`
-and the clock starts. The fake's call log is polled every 50 ms until it holds a successful
-`telephony.externalCall.register` for each of the CALLS EXTERNAL_CALL_IDs and a successful
-`telephony.externalCall.finish` for each registered CALL_ID. After a short quiet period the
-log is checked for duplicates: each EXTERNAL_CALL_ID registered exactly once, each call
-finished exactly once, no failed register or finish after recovery. The benchmark gives up
-GIVE_UP_S after recovery (twice the target) and then reports the pace so far (calls
-finished per second) and the time all calls would take at that pace.
+after the last POST (posting 20,000 webhooks takes minutes), whichever comes first (what was
+still unprocessed then is reported, and processed after recovery, inside the measured time).
+Then, with the fake enforcing the standard bucket (2 req/s drain, burst 50,
+QUERY_LIMIT_EXCEEDED over it), `fake.restore()` and the clock starts. The fake's call log is
+polled every 50 ms until it holds a successful `telephony.externalCall.register` for each of
+the CALLS EXTERNAL_CALL_IDs and a successful `telephony.externalCall.finish` for each
+registered CALL_ID. After a short quiet period the log is checked for duplicates: each
+EXTERNAL_CALL_ID registered exactly once, each call finished exactly once, no failed
+register or finish after recovery. The benchmark gives up GIVE_UP_S after recovery (twice
+the target) and then reports the pace so far (calls finished per second) and the time all
+calls would take at that pace.
 
-Target (issue): all calls registered and finished <= 60 s after recovery, nothing duplicated.
+Target (issue 11, raised): all 5,000 calls registered and finished <= 90 s after recovery,
+nothing duplicated. 10,000 commands in batches of 50 are 200 requests: the standard bucket
+(50 at once, then 2 a second) alone takes about 75 s.
 """
 
 import contextlib
@@ -60,9 +63,9 @@ from telephony.models import Call, PbxConnection, PbxEvent
 from tests.fakes.bitrix24 import FakeBitrix24
 
 NAME = "backfill"
-TITLE = "500 calls received during a Bitrix24 outage, logged after recovery"
+TITLE = "5,000 calls received during a Bitrix24 outage, logged after recovery"
 MEMBER_ID = "bench-backfill"
-CALLS = 500
+CALLS = 5000
 POSTERS = 8
 WORKERS = 2
 GUNICORN_OPTIONS = ["--workers", "2"]
@@ -74,8 +77,8 @@ POLL_S = 0.05
 PROGRESS_S = 15.0
 QUIET_S = 3.0  # after the last finish: a duplicate or straggler would show in this time
 OUTAGE_MAX_S = 30.0
-GIVE_UP_S = 120.0  # twice the target: a MISS either way, and the run stays short
-TARGET_S = 60.0
+GIVE_UP_S = 180.0  # twice the target: a MISS either way, and the run stays short
+TARGET_S = 90.0
 
 
 @dataclass
@@ -153,7 +156,8 @@ def _calls_during_outage(
     statuses = _post_all(server_url, hook_path(connection), calls)
     post_s = time.monotonic() - started
     print(f"  {len(calls) * len(ANSWERED_CALL)} webhooks posted in {post_s:.1f} s", flush=True)
-    while time.monotonic() - started < OUTAGE_MAX_S and not _all_failed_enough(portal):
+    posted = time.monotonic()
+    while time.monotonic() - posted < OUTAGE_MAX_S and not _all_failed_enough(portal):
         time.sleep(0.2)
     attempts = B24Command.objects.filter(portal=portal).aggregate(
         min=Min("attempts"), max=Max("attempts")
@@ -288,7 +292,7 @@ def _result(outage: Outage, rec: Recovery) -> BenchResult:
         f"{len(rec.finished)} finished"
     )
     result.add(
-        "recovery -> 500 calls registered and finished", measured, f"<= {TARGET_S:.0f} s", ok
+        f"recovery -> {CALLS:,} calls registered and finished", measured, f"<= {TARGET_S:.0f} s", ok
     )
     clean = rec.duplicates == 0 and not rec.failed
     result.add(
@@ -321,7 +325,8 @@ def _result(outage: Outage, rec: Recovery) -> BenchResult:
         f"while the fake answered every request 500; {WORKERS} `celery worker` processes "
         f"({LAYOUT}) with BITRIX24_RETRY_MAX_DELAY_S={RETRY_CAP_S}.",
         f"Outage lasted {outage.length_s:.1f} s (until every webhook was processed and every "
-        f"command had failed >= {MIN_FAILED_TRIES} times, at most {OUTAGE_MAX_S:.0f} s); "
+        f"command had failed >= {MIN_FAILED_TRIES} times, at most {OUTAGE_MAX_S:.0f} s after "
+        f"the last POST); "
         f"at recovery {outage.unprocessed} of {CALLS * len(ANSWERED_CALL)} webhooks were still "
         f"unprocessed; commands queued: {outage.commands}; "
         f"failed tries per command at recovery: {outage.attempts['min']}.."

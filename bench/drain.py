@@ -1,20 +1,22 @@
-"""drain: 1,000 commands queued for one portal, sent by 2 real worker processes.
+"""drain: 10,000 commands queued for one portal, sent by 2 real worker processes.
 
 Setup: one standard-plan portal (Bitrix24 leaky bucket 2 req/s drain, 50 burst) on the live
 fake with `enforce_rate_limit = True`, so a request over the bucket gets 503
 QUERY_LIMIT_EXCEEDED exactly like Bitrix24. Two `celery worker` processes: a worker on
 calls,recordings,sms,default and a dispatcher on bitrix, concurrency 1 each (as in compose).
 
-Method: 1,000 `outbox.enqueue(portal, "profile", {"n": i}, owner_key=f"o{i % 100}")` in one
-`transaction.atomic()` (100 ordered owners of 10 commands each; the on-commit kick queues one
+Method: 10,000 `outbox.enqueue(portal, "profile", {"n": i}, owner_key=f"o{i % 1000}")` in one
+`transaction.atomic()` (1,000 ordered owners of 10 commands each; the on-commit kick queues one
 dispatcher task). The clock starts as the last statement inside the atomic block, so the
 figure includes the COMMIT and the on-commit callbacks. The database is then polled every
-50 ms until all 1,000 rows are `done` (the figure is the first poll that sees them all, so
+50 ms until all 10,000 rows are `done` (the figure is the first poll that sees them all, so
 it has 50 ms resolution). The fake's own logs give the HTTP requests it received and the
 QUERY_LIMIT_EXCEEDED answers it gave.
 
-Target (issue): all done in <= 30 s with 0 throttled requests. For scale: one request per
-command would need (1,000 - 50 burst) / 2 req/s = 475 s, about 8 minutes.
+Target (issue 11): all done in <= 90 s with 0 throttled requests. The bucket itself allows
+no less than about 75 s: 50 requests of 50 commands at once, then 2 requests (100 commands)
+a second for the other 7,500. For scale: one request per command would need
+(10,000 - 50 burst) / 2 req/s = 4,975 s, about 83 minutes.
 """
 
 import time
@@ -32,14 +34,14 @@ from bitrixapp import outbox
 from bitrixapp.models import B24Command, Portal
 
 NAME = "drain"
-TITLE = "1,000 queued commands, 2 workers, rate limit enforced"
+TITLE = "10,000 queued commands, 2 workers, rate limit enforced"
 MEMBER_ID = "bench-drain"
-COMMANDS = 1000
-OWNERS = 100
+COMMANDS = 10000
+OWNERS = 1000
 WORKERS = 2
 POLL_S = 0.05
-GIVE_UP_S = 120.0
-TARGET_S = 30.0
+GIVE_UP_S = 180.0  # twice the target: a MISS either way, and the run stays short
+TARGET_S = 90.0
 BUCKET_DRAIN, BUCKET_SIZE = 2.0, 50  # standard plan (Bitrix24 REST docs: limits.md)
 
 
@@ -103,7 +105,7 @@ def _result(drained: Drained, log: FakeLog) -> BenchResult:
     measured = (
         f"{drained.elapsed_s:.2f} s" if drained.all_done else f"not drained: {drained.states}"
     )
-    result.add("wall time, commit -> 1,000 rows done", measured, f"<= {TARGET_S:.0f} s", ok)
+    result.add(f"wall time, commit -> {COMMANDS:,} rows done", measured, f"<= {TARGET_S:.0f} s", ok)
     result.add("QUERY_LIMIT_EXCEEDED received", str(log.throttled), "0", log.throttled == 0)
     result.add("HTTP requests to Bitrix24", _describe(Counter(m for m, _ in log.requests)))
     if log.requests:

@@ -429,6 +429,8 @@ def redact(body: bytes, content_type: str, secret_fields: Iterable[str]) -> str:
 
 def redact_query(text: str, secret_fields: Iterable[str]) -> str:
     secrets = frozenset(secret_fields)
+    if not text or not secrets:
+        return text  # nothing to mask: no need to parse (most webhooks have no query at all)
     pairs = parse_qsl(text, keep_blank_values=True)
     if not any(key in secrets for key, _ in pairs):
         return text  # keep the bytes as sent when there is nothing to mask

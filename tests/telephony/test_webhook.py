@@ -140,3 +140,5 @@ def test_the_ack_decrypts_only_the_connection_credentials(pbx, monkeypatch):
     assert len(decrypted) == 1  # the connection's credentials, which the signature check needs
     # lookup; SAVEPOINT, INSERT, RELEASE (inbox.store)
     assert len(queries) == 4, [q["sql"][:80] for q in queries]
+    # The webhook UUID is unique: no ORDER BY to compile (or sort) for the lookup.
+    assert "ORDER BY" not in queries[0]["sql"], queries[0]["sql"]
