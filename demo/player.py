@@ -80,6 +80,11 @@ class Player:
         # A burst posts up to 50 webhooks at once: one keep-alive connection each.
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=50))
         self.report: dict[str, Any] = {"calls": [], "figures": []}
+        # Each connection's own company number, read once: steps run in a burst's threads.
+        self._lines = {
+            provider: connection.lines.order_by("pk").first().number
+            for provider, connection in office.connections.items()
+        }
         self._steps: dict[str, Callable[[Played, Step], None]] = {
             "pbx": self._pbx,
             "crm_click": self._crm_click,
@@ -140,9 +145,9 @@ class Player:
         connection = self.office.connections[played.via]
         data = module.fixture(str(step.value))
         payload = copy.deepcopy(data["json"])
-        line = connection.lines.order_by("pk").first()
-        _replace(payload, FIXTURE_LINE, line.number.lstrip("+"))
-        _replace(payload, "+" + FIXTURE_LINE, line.number)
+        line = self._lines[played.via]
+        _replace(payload, FIXTURE_LINE, line.lstrip("+"))
+        _replace(payload, "+" + FIXTURE_LINE, line)
         _replace(payload, FIXTURE_CLIENT, played.client.lstrip("+"))
         _replace(payload, "+" + FIXTURE_CLIENT, played.client)
         self._patches[played.via](payload, played, step)

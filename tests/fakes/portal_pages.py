@@ -111,6 +111,7 @@ def _on_finish(log: dict[str, ReceivedCall], call: Call) -> None:
     entry = log.setdefault(call_id, ReceivedCall(call_id, registered_by="Bitrix24"))
     entry.external_call_id = entry.external_call_id or str(result.get("EXTERNAL_CALL_ID") or "")
     entry.phone = entry.phone or str(result.get("PHONE_NUMBER") or "")
+    entry.line = entry.line or str(result.get("PORTAL_NUMBER") or "")  # a CRM click's line
     entry.call_type = entry.call_type or int(str(result.get("INCOMING") or 0))
     entry.finish = {
         "user": int(result.get("PORTAL_USER_ID") or 0),
