@@ -24,11 +24,17 @@ from typing import Any, TextIO
 import requests
 
 from tests.fakes.bitrix24 import FakeBitrix24, FakePortal
+from tests.fakes.generic import FakePbxFiles
 from tests.fakes.mango import FakeMango
+from tests.fakes.mts import FakeMts
+from tests.fakes.mtt import FakeMtt
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBER_ID = "demo-office"
 LINE = "74951234567"
+MTT_LINE = "78127654321"  # the St Petersburg office's number, on MTT
+ASTERISK_LINE = "74997001122"  # the warehouse's own Asterisk, posting the generic JSON
+SENDER = "mts_sms_by"
 RING_GROUP = "500"
 # The sales office: Bitrix24 users with their PBX extensions (user 1 is the portal's admin).
 STAFF = {11: ("Ivan", "101"), 12: ("Olga", "102"), 13: ("Petr", "103")}
@@ -55,8 +61,15 @@ class Demo:
         self.app_url = f"http://127.0.0.1:{args.port}"
         self.fake = FakeBitrix24(client_id="demo.app", client_secret=secrets.token_hex(16))
         self.mango = FakeMango(secrets.token_hex(8), secrets.token_hex(8))
+        self.mtt = FakeMtt(api_key=secrets.token_hex(8))
+        self.mts = FakeMts(client_id="4242", login="office", password=secrets.token_hex(8))
+        # The generic PBX posts its own webhooks (the player signs them); its web server only
+        # hands out the recordings its webhooks link to.
+        self.pbx_files = FakePbxFiles()
         # Next to the app's port, so the links stay the same from run to run.
-        self.fake.listen_port, self.mango.listen_port = args.port + 1, args.port + 2
+        self.fakes = (self.fake, self.mango, self.mtt, self.mts, self.pbx_files)
+        for offset, fake in enumerate(self.fakes, 1):
+            fake.listen_port = args.port + offset
         self.status = 0
         self.supervisor: Any = None
 
@@ -69,8 +82,8 @@ class Demo:
 
         chosen = scenario.load(self.args.scenario)  # a typo fails before anything starts
         self._fresh_var_dir()
-        self.fake.start()
-        self.mango.start()
+        for fake in self.fakes:
+            fake.start()
         self.fake.app_url = f"{self.app_url}/bitrix/app/"
         self._environment()
         import django
@@ -88,8 +101,8 @@ class Demo:
         self.supervisor = Supervisor(processes(), out=log)
         threading.Thread(target=self._script, args=(chosen,), daemon=True).start()
         self.supervisor.run()
-        self.fake.stop()
-        self.mango.stop()
+        for fake in self.fakes:
+            fake.stop()
         return self.status
 
     def _fresh_var_dir(self) -> None:
@@ -148,10 +161,18 @@ class Demo:
         self._wait_for_app()
         remote = self._portal()
         self._install(remote)
-        connection = self._configure(remote)
-        player = Player(
-            Office(self.app_url, self.fake, self.mango, remote, connection, LINE), self.say
+        connections, sender = self._configure(remote)
+        office = Office(
+            self.app_url,
+            self.fake,
+            remote,
+            connections,
+            LINE,
+            pbx={"mango": self.mango, "mtt": self.mtt, "generic": self.pbx_files},
+            mts=self.mts,
+            sender=sender,
         )
+        player = Player(office, self.say)
         player.settle()
         report = player.play(chosen)
         report["links"] = self._links()
@@ -191,27 +212,73 @@ class Demo:
             raise RuntimeError(f"install refused: {answer.status_code} {answer.text[:300]}")
         self.say("Installed the app on the portal through /bitrix/install/ (tokens verified)")
 
-    def _configure(self, remote: FakePortal) -> Any:
+    def _configure(self, remote: FakePortal) -> tuple[dict[str, Any], Any]:
+        """Import the demo's configuration file; the connections by provider, and the sender."""
         from django.core.management import call_command
 
+        from sms.models import SmsSender
         from telephony.models import PbxConnection
 
+        extensions = {ext: user for user, (_, ext) in STAFF.items()}
         config = {
             "portal": MEMBER_ID,
             "pbx": [
                 {
-                    "name": "Sales office",
+                    "name": "Moscow office (Mango Office)",
                     "provider": "mango",
                     "credentials": {"api_key": self.mango.api_key, "api_salt": self.mango.api_salt},
                     "api_url": self.mango.api_url,
                     "default_user_id": 1,
                     "missed_call_min_duration_s": 10,
                     "callback_extension": RING_GROUP,
+                    # Bitrix24 knows a call's PBX only by its line: the names say which.
                     "lines": [
-                        {"number": f"+{LINE}", "line_number": LINE, "name": "Sales"},
-                        {"number": "+74957654321", "line_number": "74957654321", "name": "Support"},
+                        {"number": f"+{LINE}", "line_number": LINE, "name": "Sales · Mango"},
+                        {
+                            "number": "+74957654321",
+                            "line_number": "74957654321",
+                            "name": "Support · Mango",
+                        },
                     ],
-                    "extensions": {ext: user for user, (_, ext) in STAFF.items()},
+                    "extensions": extensions,
+                },
+                {
+                    "name": "St Petersburg (MTT)",
+                    "provider": "mtt",
+                    "credentials": {"api_key": self.mtt.api_key, "secret": secrets.token_hex(8)},
+                    "api_url": self.mtt.api_url,
+                    "default_user_id": 1,
+                    "lines": [
+                        {"number": f"+{MTT_LINE}", "line_number": MTT_LINE, "name": "SPb · MTT"}
+                    ],
+                    "extensions": extensions,
+                },
+                {
+                    "name": "Warehouse Asterisk (generic JSON)",
+                    "provider": "generic",
+                    "credentials": {"secret": secrets.token_hex(16)},
+                    "default_user_id": 1,
+                    "lines": [
+                        {
+                            "number": f"+{ASTERISK_LINE}",
+                            "line_number": ASTERISK_LINE,
+                            "name": "Warehouse · Asterisk",
+                        }
+                    ],
+                    "extensions": extensions,
+                },
+            ],
+            "sms": [
+                {
+                    "name": "MTS SMS",
+                    "provider": "mts_by",
+                    "credentials": {
+                        "client_id": self.mts.client_id,
+                        "login": self.mts.login,
+                        "password": self.mts.password,
+                    },
+                    "api_url": self.mts.api_url,
+                    "senders": [{"code": SENDER, "name": "MTS SMS", "alpha_name": "OFFICE"}],
                 }
             ],
         }
@@ -219,10 +286,13 @@ class Demo:
         path.write_text(json.dumps(config, indent=2))
         call_command("import_config", str(path), stdout=open(os.devnull, "w"))  # noqa: SIM115
         self.say(
-            f"Imported {path.name}: a Mango connection, 2 lines, extensions 101-103 "
-            f"(ring group {RING_GROUP})"
+            f"Imported {path.name}: Mango (2 lines), MTT and an Asterisk posting generic JSON "
+            f"(a line each), extensions 101-103 (ring group {RING_GROUP}); an MTS SMS account "
+            f"with sender {SENDER} (delivery reports pushed to the app)"
         )
-        return PbxConnection.objects.get(portal__member_id=MEMBER_ID)
+        connections = PbxConnection.objects.filter(portal__member_id=MEMBER_ID)
+        sender = SmsSender.objects.get(portal__member_id=MEMBER_ID, code=SENDER)
+        return {c.provider: c for c in connections}, sender
 
     def _admin_token(self) -> str:
         """A one-time admin link for Anna, the demo portal's admin: the same link the app

@@ -1,19 +1,26 @@
 """Scenario files (demo/scenarios/<name>.yaml): the script of a demo as data.
 
-A scenario is a title and a list of calls. Each call has a clock time and a sentence for the
-terminal, the client's number, and steps played in order; `repeat: N` plays N copies of the
-call at once (a burst). A step is one thing that happens in the outside world:
+A scenario is a title and a list of calls (an SMS is one too). Each has a clock time and a
+sentence for the terminal, the client's number, the PBX it comes through (`via: mango`, the
+default, `mtt` or `generic`: the demo's connection of that provider), and steps played in
+order; `repeat: N` plays N copies at once (a burst). A step is one thing that happens in the
+outside world:
 
   pbx: <fixture>            the PBX posts tests/fixtures/<provider>/<fixture>.json to the
-                            connection's webhook, signed by the provider (`set:` patches dotted
-                            keys, in the fixture's own times; `leg:` names the call leg;
-                            `recording: true` makes the PBX hold a recording for it)
+                            connection's webhook, signed by the provider's sign_fixture
+                            (`set:` patches dotted keys, in the fixture's own times; `leg:`
+                            names the call leg; `recording: true` makes the PBX hold a
+                            recording for it)
   crm_click: {user: 12}     a user clicks the client's number in the CRM (ONEXTERNALCALLSTART)
   callback_form: {crm_owner: 13}   a visitor asks for a callback (ONEXTERNALCALLBACKSTART)
+  sms: {deal: 7, contact: 5, text: "..."}   a user sends an SMS from a deal: Bitrix24 posts it
+                            to the sender's handler; the app sends it through MTS; then MTS
+                            pushes its delivery report (`report: delivered`, the default, or
+                            `undelivered`)
   pause: 2                  seconds of nothing
 
-New kinds of steps (an `sms:` step when SMS lands) are new entries in STEP_KINDS and in the
-player's table; a file naming an unknown kind is refused with the known ones listed.
+A new kind of step is a new entry in STEP_KINDS and in the player's table; a file naming an
+unknown kind (or an unknown `via`) is refused with the known ones listed.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from typing import Any
 import yaml
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
-STEP_KINDS = ("pbx", "crm_click", "callback_form", "pause")
+STEP_KINDS = ("pbx", "crm_click", "callback_form", "sms", "pause")
+PBX_PROVIDERS = ("mango", "mtt", "generic")
 
 
 class ScenarioError(ValueError):
@@ -46,6 +54,7 @@ class ScriptedCall:
     client: str
     steps: tuple[Step, ...]
     repeat: int = 1
+    via: str = "mango"
 
 
 @dataclass(frozen=True)
@@ -74,12 +83,16 @@ def _call(item: dict[str, Any], where: str) -> ScriptedCall:
     steps = tuple(_step(s, f"{where}.steps[{i}]") for i, s in enumerate(item.get("steps") or []))
     if not steps:
         raise ScenarioError(f"{where}: no steps")
+    via = str(item.get("via") or "mango")
+    if via not in PBX_PROVIDERS:
+        raise ScenarioError(f"{where}.via: {via!r} is none of {', '.join(PBX_PROVIDERS)}")
     return ScriptedCall(
         at=str(item.get("at") or ""),
         say=str(item.get("say") or ""),
         client=str(item.get("client") or "+79161234567"),
         steps=steps,
         repeat=int(item.get("repeat") or 1),
+        via=via,
     )
 
 

@@ -1,6 +1,7 @@
-"""`make demo` run headless to the end: every scripted call reached the fake Bitrix24 exactly
-as the app's call journal says; Ctrl-C stops everything; the three pages it links open in a
-real browser (their screenshots are the README's "See it work" pictures)."""
+"""`make demo` run headless to the end: every scripted call (through Mango, MTT and a generic
+JSON PBX) and the SMS reached the fake Bitrix24 exactly as the app's journal says; Ctrl-C
+stops everything; the three pages it links open in a real browser (their screenshots are the
+README's "See it work" pictures)."""
 
 import json
 import os
@@ -59,25 +60,33 @@ def demo(tmp_path_factory):
         proc.wait(60)
 
 
-EXPECTED = [  # per scripted call: card shown to, hidden from, finished for, status, recordings
-    ([11, 12, 13], [11, 13], 12, "200", 0),  # ring group, Olga answers
-    ([], [], 1, "304", 0),  # IVR only: missed, for the default user
-    ([11, 12], [11], 12, "200", 0),  # transfer Ivan → Olga
-    ([11], [], 11, "304", 0),  # 4 s talk, under the 10 s minimum
-    ([], [], 12, "200", 0),  # click-to-call: Bitrix24 registered it itself
-    ([13], [], 13, "200", 0),  # callback form, for the CRM owner
-    ([13], [], 13, "200", 1),  # the late recording
+EXPECTED = [  # per scripted call: PBX, card shown to, hidden from, finished for, status, records
+    ("mango", [11, 12, 13], [11, 13], 12, "200", 0),  # ring group, Olga answers
+    ("mango", [], [], 1, "304", 0),  # IVR only: missed, for the default user
+    ("mango", [11, 12], [11], 12, "200", 0),  # transfer Ivan → Olga
+    ("mango", [11], [], 11, "304", 0),  # 4 s talk, under the 10 s minimum
+    ("mango", [], [], 12, "200", 0),  # click-to-call: Bitrix24 registered it itself
+    ("mango", [13], [], 13, "200", 0),  # callback form, for the CRM owner
+    ("mango", [13], [], 13, "200", 1),  # the late recording
+    # MTT group 500 is no employee: the default user's card until Olga answers.
+    ("mtt", [1, 12], [1], 12, "200", 1),
+    ("generic", [11, 12], [11], 12, "200", 1),  # the Asterisk rings Ivan and Olga
 ]
+# The Bitrix24 line of each PBX (the demo's configuration gives each connection its own).
+LINES = {"mango": "74951234567", "mtt": "78127654321", "generic": "74997001122"}
 
 
 def test_every_scripted_call_reached_bitrix24_as_the_journal_says(demo):
     report, _proc, _work = demo
-    calls = report["calls"]
+    calls = [c for c in report["calls"] if not c["sms_id"]]
     assert len(calls) == len(EXPECTED)
-    for played, (shown, hidden, user, status, records) in zip(calls, EXPECTED, strict=True):
+    for played, expected in zip(calls, EXPECTED, strict=True):
+        pbx, shown, hidden, user, status, records = expected
         (journal,) = played["journal"]
         (received,) = played["received"]
+        assert played["via"] == journal["pbx"] == pbx, played
         assert received["call_id"] == journal["b24_call_id"]
+        assert received["line"] == journal["line_number"] == LINES[pbx], played
         assert received["finish"]["status"] == journal["status_code"] == status, played
         assert received["finish"]["duration"] == journal["duration"]
         assert received["finish"]["user"] == user
@@ -86,13 +95,28 @@ def test_every_scripted_call_reached_bitrix24_as_the_journal_says(demo):
     assert calls[4]["received"][0]["registered_by"] == "Bitrix24"
 
 
+def test_the_sms_and_its_delivery_report_reached_bitrix24_as_the_journal_says(demo):
+    report, _proc, _work = demo
+    (sms,) = [c for c in report["calls"] if c["sms_id"]]
+    assert sms["journal"] == [] and sms["received"] == []  # no call for an SMS
+    journal = sms["sms_journal"]
+    assert journal["message_id"] == sms["sms_id"] and journal["status"] == "delivered"
+    # Every status change the app recorded was told to Bitrix24, once and in order.
+    assert sms["sms_received"] == journal["history"] == ["sent", "delivered"]
+
+
 def test_the_three_pages_open_in_a_browser(demo):
     report, _proc, work = demo
     links = report["links"]
     received = requests.get(links["received"], timeout=10).text
-    assert received.count("200 answered") == 5 and received.count("304 missed") == 2
+    assert received.count("200 answered") == 7 and received.count("304 missed") == 2
+    for name in ("Sales · Mango", "SPb · MTT", "Warehouse · Asterisk"):
+        assert name in received  # each call's line, so its PBX
+    assert "messageservice.message.status.update" in received
+    assert received.count("-sms</td><td>delivered") == 1
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pages = {"app": links["app"], "journal": links["journal_login"], "received": links["received"]}
+    heights = {"received": 1150}  # every call and the SMS statuses below them
     for name, url in pages.items():
         shot = SCREENSHOTS / f"demo-{name}.png"
         shot.unlink(missing_ok=True)
@@ -105,7 +129,7 @@ def test_the_three_pages_open_in_a_browser(demo):
                 "--no-first-run",
                 "--hide-scrollbars",
                 f"--user-data-dir={work / name}",
-                "--window-size=1280,800",
+                f"--window-size=1280,{heights.get(name, 800)}",
                 "--virtual-time-budget=8000",
                 f"--screenshot={shot}",
                 url,

@@ -55,6 +55,7 @@ class ReceivedCall:
     call_id: str
     external_call_id: str = ""
     phone: str = ""
+    line: str = ""  # LINE_NUMBER: which line (so which PBX) the call came through
     call_type: int = 0
     registered_by: str = "app"  # "app" or "Bitrix24" (click-to-call from the CRM)
     events: list[tuple[str, list[int]]] = field(default_factory=list)  # ("show", [11, 12])
@@ -88,6 +89,7 @@ def _on_register(log: dict[str, ReceivedCall], call: Call) -> None:
     entry = log.setdefault(call_id, ReceivedCall(call_id))
     entry.external_call_id = str(params.get("EXTERNAL_CALL_ID") or "")
     entry.phone = str(params.get("PHONE_NUMBER") or "")
+    entry.line = str(params.get("LINE_NUMBER") or "")
     entry.call_type = int(str(params.get("TYPE") or 0))
     shown = str(params.get("SHOW", "1")).strip().lower() not in {"0", "n", "false"}
     if shown:
@@ -109,6 +111,7 @@ def _on_finish(log: dict[str, ReceivedCall], call: Call) -> None:
     entry = log.setdefault(call_id, ReceivedCall(call_id, registered_by="Bitrix24"))
     entry.external_call_id = entry.external_call_id or str(result.get("EXTERNAL_CALL_ID") or "")
     entry.phone = entry.phone or str(result.get("PHONE_NUMBER") or "")
+    entry.line = entry.line or str(result.get("PORTAL_NUMBER") or "")  # a CRM click's line
     entry.call_type = entry.call_type or int(str(result.get("INCOMING") or 0))
     entry.finish = {
         "user": int(result.get("PORTAL_USER_ID") or 0),
@@ -192,12 +195,22 @@ def _finish_cell(portal: FakePortal, finish: dict[str, Any] | None) -> str:
     )
 
 
+def _line_cell(portal: FakePortal, number: str) -> str:
+    """The external line as the portal has it (telephony.externalLine.add): its name says
+    which PBX the line belongs to."""
+    if not number:
+        return "—"
+    name = (portal.lines.get(number) or {}).get("NAME") or ""
+    return f"{html.escape(number)}<br><small>{html.escape(name)}</small>"
+
+
 def _call_row(portal: FakePortal, call: ReceivedCall) -> str:
     kind = CALL_TYPES.get(call.call_type, "?")
     who = "the app" if call.registered_by == "app" else "Bitrix24 itself (CRM click)"
     return (
         f"<tr><td>{html.escape(call.phone)}<br><small>{kind}; registered by {who}<br>"
         f"{html.escape(call.external_call_id)}</small></td>"
+        f"<td>{_line_cell(portal, call.line)}</td>"
         f"<td>{html.escape(_names(portal, call.shown_to()))}</td>"
         f"<td>{html.escape(_names(portal, call.hidden_from()))}</td>"
         f"<td>{_finish_cell(portal, call.finish)}</td>"
@@ -216,11 +229,12 @@ def calls_page(fake: FakeBitrix24) -> HtmlPage:
         )
         sections.append(
             f"<h2>{html.escape(portal.domain)} <small>member_id {html.escape(portal.member_id)}"
-            "</small></h2><table><tr><th>call</th><th>card shown to</th><th>card hidden from"
-            "</th><th>finished</th><th>recordings</th></tr>"
-            f"{rows or '<tr><td colspan=5>no calls yet</td></tr>'}</table>"
+            "</small></h2><table><tr><th>call</th><th>line (PBX)</th><th>card shown to</th>"
+            "<th>card hidden from</th><th>finished</th><th>recordings</th></tr>"
+            f"{rows or '<tr><td colspan=6>no calls yet</td></tr>'}</table>"
             + (
-                "<h3>SMS statuses</h3><table><tr><th>sender</th><th>message</th><th>status</th>"
+                "<h3>SMS statuses <small>(messageservice.message.status.update, in the order "
+                "received)</small></h3><table><tr><th>sender</th><th>message</th><th>status</th>"
                 f"</tr>{sms}</table>"
                 if sms
                 else ""
