@@ -272,7 +272,8 @@ def test_auth_server_down_is_503_and_nothing_is_stored(client, fake, victim, mod
 
 def open_app_page(client, fake, remote, session):
     return client.post(
-        f"/bitrix/app/?DOMAIN={fake.domain}&PROTOCOL=0", remote.frame_payload(session=session)
+        f"/bitrix/app/?DOMAIN={fake.domain}&PROTOCOL=0&LANG=en",
+        remote.frame_payload(session=session),
     )
 
 

@@ -318,7 +318,7 @@ def test_app_page_revives_a_portal_that_needs_reauth(client, installed, auth_ser
         status=Portal.Status.NEEDS_REAUTH, last_error="token refresh refused"
     )
     auth_server.portal("m1").endpoint = None  # user.admin is asked on a portal that answers
-    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1"
+    url = "/bitrix/app/?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=en"
     response = client.post(
         url, frame_post(APPLICATION_TOKEN="apptok", AUTH_ID="new-acc", REFRESH_ID="new-ref")
     )
