@@ -41,12 +41,6 @@ TAG_PREFIX = "telephony-bridge"
 ADMIN_REMINDER_EVERY = timedelta(days=1)
 
 
-def counted(singular: str, plural: str) -> Any:
-    """An admin message whose %(count)s picks the plural form (Russian has three: 1 попытка,
-    2 попытки, 5 попыток); the catalogue's Plural-Forms header says which is which."""
-    return ngettext_lazy(singular, plural, "count")
-
-
 @dataclass(frozen=True)
 class Kind:
     audience: tuple[str, ...]
@@ -58,6 +52,10 @@ class Kind:
     announce_on_report: bool = True
 
 
+# Admin messages are counted: ngettext_lazy(singular, plural, "count") picks the form from the
+# %(count)s parameter (Russian has three: 1 попытка, 2 попытки, 5 попыток). It is written out
+# in every entry, not wrapped in a helper: makemessages only finds strings passed straight to
+# the gettext functions, and a string it cannot find drops out of the catalogue.
 KINDS: dict[str, Kind] = {
     "click_no_connection": Kind(
         (USER, ADMINS),
@@ -65,24 +63,26 @@ KINDS: dict[str, Kind] = {
             "The call to %(phone)s was not placed: telephony is not connected on this "
             "Bitrix24 — ask your administrator."
         ),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "Calls from the CRM cannot be placed: no PBX connection is set up in the "
             "telephony app (%(count)s attempt since %(since)s). Add a PBX connection.",
             "Calls from the CRM cannot be placed: no PBX connection is set up in the "
             "telephony app (%(count)s attempts since %(since)s). Add a PBX connection.",
+            "count",
         ),
         recovered=_("Calls from the CRM can be placed again: a PBX connection is set up."),
     ),
     "click_no_extension": Kind(
         (USER, ADMINS),
         user_message=_("Your extension is not set for line %(line)s — ask your administrator."),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "User #%(user_id)s cannot call from the CRM: no extension is set for them on "
             "line %(line)s (%(count)s attempt since %(since)s). Set their extension in the "
             "PBX connection %(connection)s.",
             "User #%(user_id)s cannot call from the CRM: no extension is set for them on "
             "line %(line)s (%(count)s attempts since %(since)s). Set their extension in the "
             "PBX connection %(connection)s.",
+            "count",
         ),
         recovered=_("User #%(user_id)s can call from the CRM on line %(line)s again."),
     ),
@@ -92,11 +92,12 @@ KINDS: dict[str, Kind] = {
             "The PBX refused the call to %(phone)s: %(error)s. Try again; if it repeats, "
             "tell your administrator."
         ),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "The PBX of connection %(connection)s refuses calls from the CRM: %(error)s "
             "(%(count)s time since %(since)s). Check the connection's credentials.",
             "The PBX of connection %(connection)s refuses calls from the CRM: %(error)s "
             "(%(count)s times since %(since)s). Check the connection's credentials.",
+            "count",
         ),
         recovered=_("The PBX of connection %(connection)s places calls from the CRM again."),
     ),
@@ -106,13 +107,14 @@ KINDS: dict[str, Kind] = {
             "A client asked for a callback to %(phone)s, but nobody could be rung for it: "
             "call the client back yourself."
         ),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "Callback requests on connection %(connection)s cannot ring anyone: neither the "
             "client's CRM owner nor the default user has an extension, and no callback "
             "extension is set (%(count)s request since %(since)s).",
             "Callback requests on connection %(connection)s cannot ring anyone: neither the "
             "client's CRM owner nor the default user has an extension, and no callback "
             "extension is set (%(count)s requests since %(since)s).",
+            "count",
         ),
         recovered=_("Callback requests on connection %(connection)s ring again."),
     ),
@@ -122,17 +124,18 @@ KINDS: dict[str, Kind] = {
             "A client asked for a callback to %(phone)s, but the PBX refused the call "
             "(%(error)s): call the client back yourself."
         ),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "The PBX of connection %(connection)s refuses callback requests: %(error)s "
             "(%(count)s time since %(since)s). Check the connection's credentials.",
             "The PBX of connection %(connection)s refuses callback requests: %(error)s "
             "(%(count)s times since %(since)s). Check the connection's credentials.",
+            "count",
         ),
         recovered=_("The PBX of connection %(connection)s places callback requests again."),
     ),
     "webhook_bad_signature": Kind(
         (ADMINS,),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "The PBX of connection %(connection)s sends webhooks with a wrong key or "
             "signature, and they are refused: its calls are not logged (%(count)s webhook "
             "refused since %(since)s). Check the connection's credentials against the PBX "
@@ -141,38 +144,42 @@ KINDS: dict[str, Kind] = {
             "signature, and they are refused: its calls are not logged (%(count)s webhooks "
             "refused since %(since)s). Check the connection's credentials against the PBX "
             "settings.",
+            "count",
         ),
         recovered=_("Webhooks of connection %(connection)s are accepted again."),
     ),
     "line_refused": Kind(
         (ADMINS,),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "Bitrix24 refused to register line %(line)s: %(error)s (%(count)s time since "
             "%(since)s). Check the line in the PBX connection.",
             "Bitrix24 refused to register line %(line)s: %(error)s (%(count)s times since "
             "%(since)s). Check the line in the PBX connection.",
+            "count",
         ),
         recovered=_("Line %(line)s is registered in Bitrix24 now."),
     ),
     "unmapped_extension": Kind(
         (ADMINS,),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "Calls of extension %(extension)s on connection %(connection)s go to the default "
             "user: the extension is not mapped to a Bitrix24 user (seen %(count)s time "
             "since %(since)s). Map it in the PBX connection.",
             "Calls of extension %(extension)s on connection %(connection)s go to the default "
             "user: the extension is not mapped to a Bitrix24 user (seen %(count)s times "
             "since %(since)s). Map it in the PBX connection.",
+            "count",
         ),
         recovered=_("Extension %(extension)s on connection %(connection)s is mapped now."),
     ),
     "recording_failed": Kind(
         (ADMINS,),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "Call recordings of connection %(connection)s cannot be downloaded from the PBX: "
             "%(error)s (%(count)s recording since %(since)s).",
             "Call recordings of connection %(connection)s cannot be downloaded from the PBX: "
             "%(error)s (%(count)s recordings since %(since)s).",
+            "count",
         ),
         recovered=_("Call recordings of connection %(connection)s download again."),
     ),
@@ -190,7 +197,7 @@ KINDS: dict[str, Kind] = {
     ),
     "notify_no_scope": Kind(
         (ADMINS,),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "Notifications cannot reach people in Bitrix24: the app was installed without "
             "the im (notifications) scope, so Bitrix24 refuses them (%(count)s notification "
             "not delivered since %(since)s). A portal administrator must update or reinstall "
@@ -201,6 +208,7 @@ KINDS: dict[str, Kind] = {
             "not delivered since %(since)s). A portal administrator must update or reinstall "
             "the app in Bitrix24 so that it gets the im scope; until then, problems are "
             "shown only here.",
+            "count",
         ),
         recovered=_("Notifications of the telephony app reach you in Bitrix24 again."),
         # Nobody can be notified while it lasts: the app page shows it, and the admins hear
@@ -209,11 +217,12 @@ KINDS: dict[str, Kind] = {
     ),
     "sms_sender_refused": Kind(
         (ADMINS,),
-        admin_message=counted(
+        admin_message=ngettext_lazy(
             "The SMS gateway refuses sender %(sender)s: %(error)s (%(count)s message since "
             "%(since)s). Check the sender name with the gateway.",
             "The SMS gateway refuses sender %(sender)s: %(error)s (%(count)s messages since "
             "%(since)s). Check the sender name with the gateway.",
+            "count",
         ),
         recovered=_("The SMS gateway accepts sender %(sender)s again."),
     ),
