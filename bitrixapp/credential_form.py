@@ -44,6 +44,8 @@ KNOWN_LABELS = {
     "login": gettext_lazy("login"),
     "password": gettext_lazy("password"),
     "secret": gettext_lazy("secret"),
+    "previous_secret": gettext_lazy("previous secret (accepted while the PBX switches)"),
+    "client_id": gettext_lazy("client ID"),
 }
 
 

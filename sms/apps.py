@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import pgettext_lazy
 
 
 class SmsConfig(AppConfig):
     name = "sms"
-    verbose_name = "SMS"
+    verbose_name = pgettext_lazy("admin section", "SMS")
 
     def ready(self) -> None:
         # Registers the outbox result handlers (sender registration, consent), the two

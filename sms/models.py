@@ -28,14 +28,18 @@ TTL_MIN_S, TTL_MAX_S = 300, 259200  # MTS Communicator's range for SMS
 class SmsAccount(models.Model):
     """One SMS gateway contract of a portal: credentials, delivery-report URL, sending rate."""
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_accounts")
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="sms_accounts", verbose_name=_("portal")
+    )
     name = models.CharField(_("name"), max_length=100)
     provider = models.CharField(_("provider"), max_length=32, default="mts_by")
-    credentials = EncryptedJSONField(blank=True, default=dict)
+    credentials = EncryptedJSONField(_("credentials"), blank=True, default=dict)
     api_url = models.URLField(
         _("API URL"), blank=True, help_text=_("Empty: the provider's default API URL")
     )
-    webhook_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    webhook_uuid = models.UUIDField(
+        _("webhook key"), default=uuid.uuid4, unique=True, editable=False
+    )
     default_region = models.CharField(
         _("default region"),
         max_length=2,
@@ -64,8 +68,8 @@ class SmsAccount(models.Model):
     is_active = models.BooleanField(_("active"), default=True)
     last_error = models.TextField(_("last error"), blank=True)
     last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
         verbose_name = _("SMS account")
@@ -96,8 +100,12 @@ class SmsSender(models.Model):
         TRANSACTIONAL = "transactional", _("transactional (notifications, replies)")
         MARKETING = "marketing", _("marketing (needs the contact's consent)")
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_senders")
-    account = models.ForeignKey(SmsAccount, on_delete=models.CASCADE, related_name="senders")
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="sms_senders", verbose_name=_("portal")
+    )
+    account = models.ForeignKey(
+        SmsAccount, on_delete=models.CASCADE, related_name="senders", verbose_name=_("SMS account")
+    )
     code = models.CharField(
         _("code in Bitrix24"),
         max_length=50,
@@ -122,15 +130,17 @@ class SmsSender(models.Model):
         blank=True,
         help_text=_("Contact field (e.g. UF_CRM_SMS_CONSENT) that must be yes for marketing"),
     )
-    webhook_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    webhook_uuid = models.UUIDField(
+        _("webhook key"), default=uuid.uuid4, unique=True, editable=False
+    )
     is_active = models.BooleanField(_("active"), default=True)
     registered_code = models.CharField(
         _("registered as"), max_length=50, blank=True, help_text=_("CODE as Bitrix24 knows it")
     )
     registered_at = models.DateTimeField(_("registered at"), null=True, blank=True)
     registration_error = models.TextField(_("registration error"), blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
         verbose_name = _("SMS sender")
@@ -166,9 +176,15 @@ class SmsMessage(models.Model):
         GSM7 = "gsm7", "GSM-7"
         UCS2 = "ucs2", "UCS-2"
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_messages")
-    account = models.ForeignKey(SmsAccount, on_delete=models.CASCADE, related_name="messages")
-    sender = models.ForeignKey(SmsSender, on_delete=models.CASCADE, related_name="messages")
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="sms_messages", verbose_name=_("portal")
+    )
+    account = models.ForeignKey(
+        SmsAccount, on_delete=models.CASCADE, related_name="messages", verbose_name=_("SMS account")
+    )
+    sender = models.ForeignKey(
+        SmsSender, on_delete=models.CASCADE, related_name="messages", verbose_name=_("sender")
+    )
     b24_message_id = models.CharField(_("Bitrix24 message id"), max_length=64)
     module_id = models.CharField(_("sent from"), max_length=32, blank=True)
     recipient = models.CharField(_("recipient as given"), max_length=64, blank=True)
@@ -187,12 +203,12 @@ class SmsMessage(models.Model):
     reason = models.TextField(_("reason"), blank=True)
     attempts = models.PositiveIntegerField(_("send attempts"), default=0)
     # When the next send try is due (a sweeper re-queues overdue ones); NULL: not waiting.
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(_("next send try"), null=True, blank=True)
     created_at = models.DateTimeField(_("received"), default=timezone.now)
     sent_at = models.DateTimeField(_("accepted by the gateway"), null=True, blank=True)
     final_at = models.DateTimeField(_("final status at"), null=True, blank=True)
-    last_polled_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    last_polled_at = models.DateTimeField(_("status last asked"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
         verbose_name = _("SMS message")
@@ -251,10 +267,19 @@ class SmsHandlerCall(InboundRequest):
 
     SECRET_FIELDS = ("auth[access_token]", "auth[refresh_token]", "auth[application_token]")
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="+")
-    sender = models.ForeignKey(SmsSender, on_delete=models.CASCADE, related_name="handler_calls")
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="+", verbose_name=_("portal")
+    )
+    sender = models.ForeignKey(
+        SmsSender, on_delete=models.CASCADE, related_name="handler_calls", verbose_name=_("sender")
+    )
     message = models.ForeignKey(
-        SmsMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        SmsMessage,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("message"),
     )
 
     class Meta:
@@ -269,8 +294,12 @@ class SmsHandlerCall(InboundRequest):
 class SmsDeliveryReport(InboundRequest):
     """A delivery report the gateway pushed to an account's DLR URL, as received."""
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="+")
-    account = models.ForeignKey(SmsAccount, on_delete=models.CASCADE, related_name="reports")
+    portal = models.ForeignKey(
+        Portal, on_delete=models.CASCADE, related_name="+", verbose_name=_("portal")
+    )
+    account = models.ForeignKey(
+        SmsAccount, on_delete=models.CASCADE, related_name="reports", verbose_name=_("SMS account")
+    )
 
     class Meta:
         verbose_name = _("delivery report")

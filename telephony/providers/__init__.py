@@ -4,6 +4,8 @@
 from functools import cache
 from importlib import import_module
 
+from django.utils.translation import gettext_lazy as _
+
 from telephony.providers.base import Provider
 
 REGISTRY: dict[str, str] = {}  # slug -> "module:Class"
@@ -33,7 +35,7 @@ def choices() -> list[tuple[str, str]]:
     return [(slug, get(slug).name) for slug in REGISTRY]
 
 
-GENERIC_HINT = "Enter this URL in the PBX as the address of the external system it notifies."
+GENERIC_HINT = _("Enter this URL in the PBX as the address of the external system it notifies.")
 
 
 def webhook_hint(slug: str) -> str:

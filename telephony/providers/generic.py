@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -258,7 +259,7 @@ class GenericJson:
     sends_summary: ClassVar[bool] = True  # `ended` is about the whole call
     secret_fields: ClassVar[tuple[str, ...]] = ()
     kept_headers: ClassVar[tuple[str, ...]] = (TIMESTAMP_HEADER, SIGNATURE_HEADER)
-    webhook_hint: ClassVar[str] = (
+    webhook_hint: ClassVar[str] = _(
         "Post the events of docs/generic-webhook.md to this URL, signed with the secret."
     )
 

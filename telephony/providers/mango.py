@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urljoin
 
 import requests
+from django.utils.translation import gettext_lazy as _
 
 from bitrixapp import storable
 from telephony.providers.base import (
@@ -85,7 +86,7 @@ class Mango:
     # Mango puts the account's API key in every notification; `sign` is useless once checked.
     secret_fields: ClassVar[tuple[str, ...]] = ("vpbx_api_key", "sign")
     kept_headers: ClassVar[tuple[str, ...]] = ()
-    webhook_hint: ClassVar[str] = (
+    webhook_hint: ClassVar[str] = _(
         "In Mango Office: Integrations → API connector, the external system's address."
     )
 

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import requests
+from django.utils.translation import gettext_lazy as _
 
 from bitrixapp import storable
 from telephony.providers.base import (
@@ -75,7 +76,7 @@ class Mtt:
     # Signature headers are kept for diagnosis; parse() reads none.
     SIGNATURE_HEADERS: ClassVar[tuple[str, ...]] = ("X-MTT-Signature", "X-Signature")
     kept_headers: ClassVar[tuple[str, ...]] = SIGNATURE_HEADERS
-    webhook_hint: ClassVar[str] = (
+    webhook_hint: ClassVar[str] = _(
         "In the MTT Business cabinet: Open API → My integrations, the integration's URL."
     )
     # "end_call with a duration below the minimum is a missed call": 3 s unless set otherwise.

@@ -29,7 +29,7 @@ MO = ROOT / CATALOGUE / "django.mo"
 NOT_SCANNED = {"tests", "bench", "demo", "var"}
 # %(name)s, %s, %d ... (not %%) and {name} / {0}: a translation must keep each one exactly.
 PLACEHOLDER = re.compile(r"%\([^)]+\)[-#0 +]*\d*(?:\.\d+)?[a-zA-Z]|%[-#0 +]*\d*[sdif]|\{\w*\}")
-KEYWORD = re.compile(r"^(msgid_plural|msgid|msgstr(?:\[\d+\])?) (\".*\")$")
+KEYWORD = re.compile(r"^(msgctxt|msgid_plural|msgid|msgstr(?:\[\d+\])?) (\".*\")$")
 
 
 @dataclass
@@ -152,11 +152,17 @@ def test_the_committed_mo_is_compiled_from_the_po():
     # msgfmt leaves out fuzzy and untranslated entries: the tests above catch those.
     done = (e for e in entries if "fuzzy" not in e.flags and e.translations and all(e.translations))
     for entry in done:
+        # gettext keys an entry with a context as "context\x04msgid".
+        key = (
+            f"{entry.fields['msgctxt']}\x04{entry.msgid}"
+            if "msgctxt" in entry.fields
+            else entry.msgid
+        )
         if entry.plural is None:
-            expected[entry.msgid] = entry.fields["msgstr"]
+            expected[key] = entry.fields["msgstr"]
         else:
             for form, text in enumerate(entry.translations):
-                expected[(entry.msgid, form)] = text
+                expected[(key, form)] = text
     with MO.open("rb") as mo:
         compiled = dict(gettext.GNUTranslations(mo)._catalog)
     compiled.pop("", None)  # the header
@@ -189,6 +195,6 @@ def test_every_string_in_the_code_is_in_the_catalogue(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     _, committed = _catalogue()
     _, current = _catalogue(copy / CATALOGUE / "django.po")
-    assert {(e.msgid, e.plural) for e in current if not e.obsolete} == {
-        (e.msgid, e.plural) for e in committed if not e.obsolete
+    assert {(e.fields.get("msgctxt"), e.msgid, e.plural) for e in current if not e.obsolete} == {
+        (e.fields.get("msgctxt"), e.msgid, e.plural) for e in committed if not e.obsolete
     }, "run makemessages (docs/admin.md, Translations), translate the new entries, compile"

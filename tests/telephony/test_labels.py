@@ -18,7 +18,7 @@ RAW = (">api_key", "Crm create", "Missed call min duration s", "Pbx connections"
 
 def _shown_fields():
     for model in admin.site._registry:
-        if model._meta.app_label not in ("telephony", "bitrixapp"):
+        if model._meta.app_label not in ("telephony", "bitrixapp", "sms"):
             continue
         for field in model._meta.get_fields():
             if isinstance(field, models.Field) and field.name != "id":
