@@ -217,6 +217,33 @@ def parse_credentials(checker: Checker, path: str, data: Any) -> dict[str, str]:
     }
 
 
+def registered_in(registry: Mapping[str, Any], what: str = "provider") -> Check:
+    """A check that the value is a slug of `registry` (an app's providers)."""
+
+    def check(value: Any) -> str:
+        slug = text(32)(value)
+        if slug not in registry:
+            raise Invalid(f"unknown {what} {slug!r}; known: {', '.join(sorted(registry))}")
+        return slug
+
+    return check
+
+
+def check_provider_credentials(
+    checker: Checker, path: str, credentials: dict[str, str], slug: str, provider: Any
+) -> None:
+    """The credentials fit the provider: `credential_keys` all given, nothing it does not take
+    (`optional_credential_keys` may be given)."""
+    check_credential_keys(
+        checker,
+        path,
+        credentials,
+        slug,
+        provider.credential_keys,
+        getattr(provider, "optional_credential_keys", ()),
+    )
+
+
 def check_credential_keys(
     checker: Checker,
     path: str,

@@ -44,7 +44,7 @@ KNOWN_LABELS = {
     "login": gettext_lazy("login"),
     "password": gettext_lazy("password"),
     "secret": gettext_lazy("secret"),
-    "previous_secret": gettext_lazy("previous secret (accepted while the PBX switches)"),
+    "previous_secret": gettext_lazy("previous secret"),
     "client_id": gettext_lazy("client ID"),
 }
 

@@ -129,7 +129,7 @@ def _parse_account(checker: Checker, path: str, entry: Any) -> AccountSpec | Non
     credentials = config.parse_credentials(checker, f"{path}.credentials", data.get("credentials"))
     spec = AccountSpec(
         name=checker.required(path, data, "name", config.text(100)),
-        provider=checker.required(path, data, "provider", _provider),
+        provider=checker.required(path, data, "provider", config.registered_in(providers.REGISTRY)),
         credentials=credentials,
         settings=checker.optional(path, data, ACCOUNT_SETTINGS),
         senders=checker.entries(
@@ -140,25 +140,14 @@ def _parse_account(checker: Checker, path: str, entry: Any) -> AccountSpec | Non
         ),
     )
     if spec.provider and len(checker.errors) == before:
-        provider = providers.get(spec.provider)
-        config.check_credential_keys(
+        config.check_provider_credentials(
             checker,
             f"{path}.credentials",
             spec.credentials,
             spec.provider,
-            provider.credential_keys,
-            provider.optional_credential_keys,
+            providers.get(spec.provider),
         )
     return spec
-
-
-def _provider(value: Any) -> str:
-    slug = config.text(32)(value)
-    if slug not in providers.REGISTRY:
-        raise config.Invalid(
-            f"unknown provider {slug!r}; known: {', '.join(sorted(providers.REGISTRY))}"
-        )
-    return slug
 
 
 def _parse_sender(checker: Checker, path: str, entry: Any) -> SenderSpec | None:

@@ -77,7 +77,7 @@ def _parse_pbx(checker: Checker, path: str, entry: Any) -> PbxSpec | None:
     credentials_ok = len(checker.errors) == errors_before
     spec = PbxSpec(
         name=checker.required(path, data, "name", config.text(100)),
-        provider=checker.required(path, data, "provider", _provider),
+        provider=checker.required(path, data, "provider", config.registered_in(providers.REGISTRY)),
         credentials=credentials,
         settings=checker.optional(path, data, CONNECTION_SETTINGS),
         lines=checker.entries(
@@ -86,25 +86,14 @@ def _parse_pbx(checker: Checker, path: str, entry: Any) -> PbxSpec | None:
         extensions=_parse_extensions(checker, f"{path}.extensions", data.get("extensions")),
     )
     if spec.provider and credentials_ok:
-        provider = providers.get(spec.provider)
-        config.check_credential_keys(
+        config.check_provider_credentials(
             checker,
             f"{path}.credentials",
             spec.credentials,
             spec.provider,
-            provider.credential_keys,
-            provider.optional_credential_keys,
+            providers.get(spec.provider),
         )
     return spec
-
-
-def _provider(value: Any) -> str:
-    slug = config.text(32)(value)
-    if slug not in providers.REGISTRY:
-        raise config.Invalid(
-            f"unknown provider {slug!r}; known: {', '.join(sorted(providers.REGISTRY))}"
-        )
-    return slug
 
 
 def _parse_line(checker: Checker, path: str, entry: Any) -> LineSpec | None:
