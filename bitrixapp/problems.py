@@ -101,6 +101,19 @@ KINDS: dict[str, Kind] = {
         ),
         recovered=_("The PBX of connection %(connection)s places calls from the CRM again."),
     ),
+    "callback_no_connection": Kind(
+        (ADMINS,),
+        admin_message=ngettext_lazy(
+            "A client asked for a callback to %(phone)s, but no PBX connection is set up in "
+            "the telephony app, so nobody was rung: call the client back yourself and add a PBX "
+            "connection (%(count)s request since %(since)s).",
+            "A client asked for a callback to %(phone)s, but no PBX connection is set up in "
+            "the telephony app, so nobody was rung: call the client back yourself and add a PBX "
+            "connection (%(count)s requests since %(since)s).",
+            "count",
+        ),
+        recovered=_("Callback requests can ring again: a PBX connection is set up."),
+    ),
     "callback_impossible": Kind(
         (USER, ADMINS),
         user_message=_(

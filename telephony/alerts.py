@@ -142,6 +142,7 @@ def _connection_saved(sender: type, instance: PbxConnection, **kwargs: object) -
     if not instance.is_active:
         return
     problems.resolve(instance.portal, "click_no_connection", "portal")
+    problems.resolve(instance.portal, "callback_no_connection", "portal")
     _callbacks_can_ring(instance)
 
 

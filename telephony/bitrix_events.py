@@ -105,9 +105,13 @@ def callback_form(event: BitrixEvent) -> None:
     """A CRM callback form: ask Bitrix24 who owns the client; `ring_callback` goes on."""
     data = _data(event)
     phone, line = str(data.get("PHONE_NUMBER") or ""), str(data.get("LINE_NUMBER") or "")
+    if not phone:
+        raise NoRoute("ONEXTERNALCALLBACKSTART without PHONE_NUMBER")
     connection = connection_for_line(event.portal, line)
-    if connection is None or not phone:
-        raise NoRoute("no PBX connection for the callback, or no PHONE_NUMBER")
+    if connection is None:
+        # Nothing to ring with and no Bitrix24 user to tell: the admins hear of the request.
+        problems.report(event.portal, "callback_no_connection", "portal", phone=phone)
+        return
     state, intents = engine.callback_requested(phone, line)
     call = _new_call(connection, Call.Origin.CALLBACK, state)
     pipeline.emit(call, intents)

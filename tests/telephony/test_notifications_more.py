@@ -23,6 +23,10 @@ __all__ = ["lang"]  # the fixture, imported for these tests
 
 TEXTS = {
     "ru": {
+        "callback_no_connection": "не настроено ни одного подключения к АТС",
+        "callbacks_connected": (
+            "Запросы обратного звонка снова могут дозвониться: подключение к АТС настроено."
+        ),
         "line_refused": "Битрикс24 отказался зарегистрировать линию Sales: ACCESS_DENIED",
         "line_back": "Линия Sales теперь зарегистрирована в Битрикс24.",
         "twice": "(2 раза с ",
@@ -48,6 +52,8 @@ TEXTS = {
         "notices_back": "Уведомления приложения телефонии снова приходят вам в Битрикс24.",
     },
     "en": {
+        "callback_no_connection": "no PBX connection is set up in the telephony app",
+        "callbacks_connected": "Callback requests can ring again: a PBX connection is set up.",
         "line_refused": "Bitrix24 refused to register line Sales: ACCESS_DENIED",
         "line_back": "Line Sales is registered in Bitrix24 now.",
         "twice": "(2 times since ",
@@ -303,3 +309,18 @@ def test_a_portal_without_the_im_scope_sees_its_problems_on_the_app_page(pbx, la
     assert [n[0] for n in told] == [CLICKER, ADMIN, ADMIN]
     assert told[2][1] == text["notices_back"]
     assert not Problem.objects.filter(kind="notify_no_scope", is_open=True).exists()
+
+
+def test_a_callback_with_no_pbx_connection_reaches_the_admins_and_recovers(pbx, lang):
+    PbxConnection.objects.update(is_active=False)
+    request_callback(pbx)
+    ((admin, text, tag),) = notices(pbx)
+    assert admin == ADMIN and CLIENT_E164 in text
+    assert TEXTS[lang]["callback_no_connection"] in text
+    assert pbx.calls() == [] and pbx.mango.callbacks == []
+    request_callback(pbx)
+    assert notices(pbx) == []  # once a day
+    connection = PbxConnection.objects.get()
+    connection.is_active = True
+    connection.save()
+    assert notices(pbx) == [(ADMIN, TEXTS[lang]["callbacks_connected"], tag)]
