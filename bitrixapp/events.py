@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bitrixapp import inbox
-from bitrixapp.formdata import php_query
 from bitrixapp.models import BitrixEvent, Portal
 
 EventHandler = Callable[[BitrixEvent], None]
@@ -18,10 +17,6 @@ EVENT_HANDLERS: dict[str, EventHandler] = {}
 
 # Handled by the platform itself in the view (uninstall must stop work at once).
 PLATFORM_EVENTS = ("ONAPPUNINSTALL",)
-
-FORM = "application/x-www-form-urlencoded"
-# Stored as sent; anything else (multipart) is stored as the equivalent form.
-STORED_AS_SENT = {FORM, "application/json"}
 
 
 def event_handler(name: str) -> Callable[[EventHandler], EventHandler]:
@@ -51,9 +46,7 @@ def store(
     form: dict[str, Any],
 ) -> BitrixEvent:
     """Keep an authenticated event (tokens masked) and queue it once the row is committed."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind not in STORED_AS_SENT:
-        body, kind = php_query(form).encode(), FORM
+    body, kind = inbox.storable_body(body, content_type, form)
     return inbox.store(
         BitrixEvent,
         portal=portal,

@@ -41,7 +41,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from bitrixapp import jobs
-from bitrixapp.formdata import FormDataError, parse_bracketed
+from bitrixapp.formdata import FormDataError, parse_bracketed, php_query
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +405,19 @@ def parse_body(body: str, content_type: str) -> dict[str, Any]:
 
 def _kind(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
+
+
+# Bodies kept byte for byte: processing can parse them again as they came.
+STORED_AS_SENT = {FORM, "application/json"}
+
+
+def storable_body(body: bytes, content_type: str, parsed: Any) -> tuple[bytes, str]:
+    """The body to keep and its type: as sent when it is a form or JSON, else (multipart) the
+    equivalent form of what the view parsed, which `parse_body` can read again."""
+    kind = _kind(content_type)
+    if kind in STORED_AS_SENT:
+        return body, kind
+    return php_query(parsed).encode(), FORM
 
 
 # ---------------------------------------------------------------- redaction

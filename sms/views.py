@@ -14,7 +14,6 @@ from django.http import HttpResponse, JsonResponse
 from rest_framework.request import Request
 
 from bitrixapp import inbox, storable
-from bitrixapp.formdata import php_query
 from bitrixapp.http import ApiError, InboundEndpoint, bad_request, text
 from bitrixapp.webhooks import check_application_token, receiver_by_hook
 from sms import providers
@@ -22,8 +21,6 @@ from sms.models import SmsAccount, SmsDeliveryReport, SmsHandlerCall, SmsSender
 from sms.providers.base import ReportRejected
 
 State = inbox.InboundRequest.State
-FORM = inbox.FORM
-STORED_AS_SENT = {FORM, "application/json"}
 MESSAGE_ID_MAX = SmsHandlerCall._meta.get_field("dedupe_key").max_length
 
 
@@ -36,13 +33,11 @@ class SmsSendView(InboundEndpoint):
 
     def post(self, request: Request, hook: str) -> HttpResponse:
         sender = receiver_by_hook(SmsSender.objects.all(), hook, "SMS sender")
-        body, content_type = request.body, _kind(request.content_type)
         form = self.form(request)
+        body, content_type = inbox.storable_body(request.body, request.content_type, form)
         check_application_token(
             sender.portal, text(form, "auth", "application_token"), "auth[application_token]"
         )
-        if content_type not in STORED_AS_SENT:  # multipart: kept as the equivalent form
-            body, content_type = php_query(form).encode(), FORM
         try:
             message_id = _message_id(form)
         except ApiError as exc:
@@ -88,10 +83,8 @@ class SmsReportView(InboundEndpoint):
 
     def post(self, request: Request, hook: str) -> HttpResponse:
         account = receiver_by_hook(SmsAccount.objects.all(), hook, "SMS account")
-        body, content_type = request.body, _kind(request.content_type)
         document = self._document(request)
-        if content_type not in STORED_AS_SENT:
-            body, content_type = php_query(document).encode(), FORM
+        body, content_type = inbox.storable_body(request.body, request.content_type, document)
         provider = providers.get(account.provider)
         try:
             reports = provider.parse_reports(document)
