@@ -81,6 +81,7 @@ def test_the_asterisk_dialplan_through_its_helper_script(hook_url, tmp_path):
     script.write_text(localised(blocks("sh")[1], hook_url).replace(">/dev/null &", ""))
     dialplan = next(b for b in blocks("") if "exten =>" in b)
     variables = {
+        "${NUM}": "79161234567",
         "${LINKEDID}": "1718600000.7",
         "${CALLERID(num)}": "79161234567",
         "${EXTEN}": "74951234567",
@@ -105,6 +106,19 @@ def test_the_asterisk_dialplan_through_its_helper_script(hook_url, tmp_path):
     assert kinds == ["ringing", "answered", "summary"]
     assert accepted()[-1].events[0]["talk_seconds"] == 42
 
+    # The caller's number is the caller's to choose: the dialplan filters it, and the script
+    # refuses whatever a shell would read as syntax.
+    assert "Set(NUM=${FILTER(0-9+,${CALLERID(num)})})" in dialplan
+    assert "${CALLERID(num)}" not in dialplan.replace("${FILTER(0-9+,${CALLERID(num)})}", "")
+    marker = tmp_path / "pwned"
+    hostile = subprocess.run(
+        ["sh", str(script), "1.1", f"1;touch {marker}", "74951234567", "ringing", "101"],
+        capture_output=True,
+        text=True,
+    )
+    assert hostile.returncode == 2 and not marker.exists()
+    assert len(accepted()) == 3
+
 
 def test_the_freeswitch_script_body(hook_url):
     lua = blocks("lua")[0]
@@ -120,6 +134,9 @@ def test_the_freeswitch_script_body(hook_url):
     ts = str(int(time.time()))
     signature = hmac.new(SECRET.encode(), f"{ts}.{body}".encode(), hashlib.sha256).hexdigest()
     assert "openssl dgst -sha256 -hmac" in lua and "X-Signature: sha256=" in lua
+    # Every value that reaches the shell command passes through safe() first.
+    values = re.search(r"string\.format\('.*?',\s*(.*?)\)\n", lua, re.S).group(1)
+    assert values.count("safe(") == 3 and "local event, ext = safe(argv[1]), safe(" in lua
     request = urllib.request.Request(
         hook_url,
         body.encode(),
