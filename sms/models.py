@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -153,6 +154,11 @@ class SmsSender(models.Model):
     @property
     def handler_url(self) -> str:
         return f"{settings.APP_BASE_URL}/sms/send/{self.webhook_uuid}/"
+
+    @property
+    def admin_path(self) -> str:
+        """Where an admin fixes this sender (its name, its account): problem links."""
+        return reverse("admin:sms_smssender_change", args=[self.pk])
 
     @property
     def is_marketing(self) -> bool:

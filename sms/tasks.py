@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from bitrixapp import jobs, ratelimit
-from sms import providers, statuses
+from sms import alerts, providers, statuses
 from sms.models import TTL_MIN_S, SmsMessage, SmsStatus
 from sms.pipeline import find_message
 from sms.providers.base import Outgoing, SendError
@@ -98,9 +98,12 @@ def _accepted(message_id: int, provider_id: str) -> None:
         message.save(update_fields=["provider_message_id", "sent_at", "next_attempt_at"])
         # A report may have come first (its status is further on): then this changes nothing.
         statuses.change(message, SmsStatus.SENT, Source.GATEWAY, "accepted by the gateway")
+        alerts.sender_accepted(message)
 
 
 def _send_failed(message: SmsMessage, exc: SendError) -> None:
+    if exc.sender_refused:
+        alerts.sender_refused(message, exc)
     give_up = exc.permanent or message.attempts >= SEND_ATTEMPTS
     if not exc.permanent:
         message.account.record_error(str(exc))

@@ -11,10 +11,20 @@ class SendError(Exception):
     """The gateway did not take the message. `permanent`: no retry can help (a bad number, an
     unknown alpha name); otherwise try again later (rate limit, outage, network)."""
 
-    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        sender_refused: bool = False,
+    ):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        # The gateway refuses the sender name itself (not registered, not allowed): every
+        # message of that sender fails the same way until an admin sorts it out with the gateway.
+        self.sender_refused = sender_refused
 
 
 class ReportRejected(ValueError):

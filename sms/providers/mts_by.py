@@ -148,7 +148,10 @@ def _refusal(answer: requests.Response) -> SendError:
         # admin fixes it; retried (with a cap) so that a fix in time saves the messages.
         return SendError(f"{described}; check the login and password", permanent=False)
     transient = status >= 500 or status in TRANSIENT_HTTP or code in TRANSIENT_ERROR_CODES
-    return SendError(described, permanent=not transient)
+    # MTS's public documentation lists no error codes; a refusal about the sender names the
+    # request's `alpha_name` field in its text, so that is what tells it apart.
+    about_sender = not transient and "alpha" in text.lower()
+    return SendError(described, permanent=not transient, sender_refused=about_sender)
 
 
 def _seconds(value: str | None) -> float | None:

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from bitrixapp import inbox, outbox
-from bitrixapp.models import B24Command
+from bitrixapp.models import B24Command, Portal, Problem
 from sms import tasks
 from sms.models import SmsDeliveryReport, SmsHandlerCall, SmsMessage, SmsStatusChange
 from tests.sms.conftest import CONSENT_FIELD, contacts
@@ -192,6 +192,31 @@ def test_permanent_gateway_refusal_fails_the_message(kit):
     assert message.status == "failed"
     assert "HTTP 400, error 5" in message.reason and "Unknown alpha_name" in message.reason
     assert kit.statuses() == [("b24-12", "failed")]
+
+
+def test_a_refused_sender_name_reaches_the_admins_once_then_its_recovery(kit):
+    Portal.objects.filter(pk=kit.portal.pk).update(language="en", installer_user_id=1)
+    kit.mts.alpha_names = {"OTHER"}
+    for n in range(3):
+        kit.handler_call(f"b24-refused-{n}")
+    kit.settle()
+    ((user, text, tag),) = [
+        (n["USER_ID"], n["MESSAGE"], n["TAG"]) for n in kit.remote.notifications
+    ]
+    assert user == 1 and "The SMS gateway refuses sender ACME" in text
+    assert "Unknown alpha_name" in text
+    problem = Problem.objects.get(kind="sms_sender_refused")
+    assert (problem.count, problem.is_open) == (3, True)
+    kit.remote.notifications.clear()
+
+    kit.mts.alpha_names = None  # the gateway registered the name
+    kit.handler_call("b24-accepted")
+    kit.settle()
+    ((user, text, again),) = [
+        (n["USER_ID"], n["MESSAGE"], n["TAG"]) for n in kit.remote.notifications
+    ]
+    assert (user, text, again) == (1, "The SMS gateway accepts sender ACME again.", tag)
+    assert not Problem.objects.get(pk=problem.pk).is_open
 
 
 def test_transient_gateway_errors_are_retried_until_accepted(kit):
