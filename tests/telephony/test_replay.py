@@ -77,3 +77,43 @@ def test_bad_arguments(tmp_path):
         replay(str(broken), "--url", "http://127.0.0.1:9/")
     with pytest.raises(CommandError, match="cannot read"):
         replay(str(tmp_path / "missing.json"), "--url", "http://127.0.0.1:9/")
+
+
+# --- MTT and the generic JSON webhook: signed as their PBX would sign ------------------------
+
+ROOT = FIXTURES.parent
+
+
+def json_connection(portal, provider: str, credentials: dict) -> PbxConnection:
+    return PbxConnection.objects.create(
+        portal=portal, name=provider, provider=provider, credentials=credentials
+    )
+
+
+@pytest.fixture
+def portal(live_server, settings, make_portal):
+    settings.APP_BASE_URL = live_server.url
+    return make_portal()[0]
+
+
+def test_mtt_fixtures_are_signed_with_the_shared_secret(portal):
+    connection = json_connection(portal, "mtt", {"api_key": "k", "secret": "mtt-secret"})
+    calls = [str(ROOT / "mtt" / name) for name in ("incoming_call.json", "end_call.json")]
+    signed = ("--credential", "api_key=k", "--credential")
+    out = replay(*calls, "--url", connection.webhook_url, *signed, "secret=mtt-secret")
+    kinds = [e.events[0]["kind"] for e in PbxEvent.objects.order_by("pk")]
+    assert kinds[0] == "ringing" and "summary" in kinds[1:] and out.count("HTTP 200") == 2
+    with pytest.raises(CommandError, match="1 of 1 not accepted"):
+        replay(calls[0], "--url", connection.webhook_url, *signed, "secret=wrong")
+
+
+def test_the_generic_doc_replay_command_works_as_written(portal):
+    """docs/generic-webhook.md §4, with its placeholders filled in."""
+    connection = json_connection(portal, "generic", {"secret": "doc-secret"})
+    doc = (ROOT.parents[1] / "docs" / "generic-webhook.md").read_text(encoding="utf-8")
+    command = doc[doc.index("manage.py replay_webhook") :].split("```")[0]
+    command = command.replace("<webhook URL>", connection.webhook_url)
+    args = command.replace("<secret>", "doc-secret").replace("\\\n", " ").split()[2:]
+    out = replay(*[str(ROOT.parents[1] / a) if a.startswith("tests/") else a for a in args])
+    kinds = [e.events[0]["kind"] for e in PbxEvent.objects.order_by("pk")]
+    assert kinds == ["ringing", "answered", "summary"] and out.count("HTTP 200") == 3
