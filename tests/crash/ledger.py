@@ -103,8 +103,12 @@ def progress(connection: PbxConnection) -> str:
     leases = B24Command.objects.filter(state=B24Command.State.SENDING).aggregate(
         until=Max("lease_until")
     )["until"]
-    held = f"; 'sending' held by a lease until {leases:%H:%M:%S} (now {timezone.now():%H:%M:%S})"
-    return f"events {dict(events)}, commands {dict(commands)}" + (held if leases else "")
+    held = (
+        f"; 'sending' held by a lease until {leases:%H:%M:%S} (now {timezone.now():%H:%M:%S})"
+        if leases
+        else ""
+    )
+    return f"events {dict(events)}, commands {dict(commands)}{held}"
 
 
 def verify(
