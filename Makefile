@@ -12,14 +12,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Web (gunicorn), Celery worker, dispatcher and beat in the foreground; a crashed one is
+# Web (gunicorn), Celery worker, SMS worker, dispatcher and beat in the foreground; a crashed one is
 # restarted, Ctrl-C stops all of them. The same settings as every `manage.py` command: DEBUG
 # stays off unless set (DEBUG=1 make run), keys are generated once under var/.
 run: $(STAMP)
 	$(PY) manage.py serve
 
-# The app with live fakes of Bitrix24 and Mango, a demo portal and scripted calls (README:
-# "See it work"). SCENARIO=busy-hour plays 50 calls at once; everything lives in var/demo/.
+# The app with live fakes of Bitrix24, Mango, MTT, a generic PBX and MTS, a demo portal,
+# scripted calls and an SMS (README: "See it work"). SCENARIO=busy-hour plays 50 calls at once; everything lives in var/demo/.
 demo: $(STAMP)
 	$(PY) -m demo $(if $(SCENARIO),--scenario $(SCENARIO)) $(DEMO_ARGS)
 

@@ -2,7 +2,7 @@
 
 Setup: one standard-plan portal on the live fake, user 11 with UF_PHONE_INNER 101, a Mango
 connection mapping extension 101 to user 11; gunicorn (GUNICORN_OPTIONS, DEBUG=0) and two
-real `celery worker` processes (a worker on calls,recordings,sms,default and a dispatcher
+real `celery worker` processes (a worker on calls,recordings,default and a dispatcher
 on bitrix, concurrency 1 each, as in docker/compose.yaml) started with
 BITRIX24_RETRY_MAX_DELAY_S = RETRY_CAP_S (the default cap of 300 s between retries would
 dominate any figure; the cap used is reported).

@@ -3,7 +3,7 @@
 Setup: one standard-plan portal (Bitrix24 leaky bucket 2 req/s drain, 50 burst) on the live
 fake with `enforce_rate_limit = True`, so a request over the bucket gets 503
 QUERY_LIMIT_EXCEEDED exactly like Bitrix24. Two `celery worker` processes: a worker on
-calls,recordings,sms,default and a dispatcher on bitrix, concurrency 1 each (as in compose).
+calls,recordings,default and a dispatcher on bitrix, concurrency 1 each (as in compose).
 
 Method: 10,000 `outbox.enqueue(portal, "profile", {"n": i}, owner_key=f"o{i % 1000}")` in one
 `transaction.atomic()` (1,000 ordered owners of 10 commands each; the on-commit kick queues one

@@ -19,9 +19,9 @@ from types import TracebackType
 from bench.env import RESULTS_DIR, ROOT, subprocess_env
 
 QUEUES = "bitrix,calls,sms,recordings,default"
-WORK_QUEUES = "calls,recordings,sms,default"  # the production `worker` service
+WORK_QUEUES = "calls,recordings,default"  # the production `worker` service
 DISPATCH_QUEUES = "bitrix"  # the production `dispatcher` service
-LAYOUT = "one worker on calls,recordings,sms,default and one dispatcher on bitrix (as in compose)"
+LAYOUT = "one worker on calls,recordings,default and one dispatcher on bitrix (as in compose)"
 
 
 def wait_until(

@@ -1,4 +1,4 @@
-"""Keeps the processes of `make run` running in the foreground (web, worker, dispatcher, beat).
+"""Keeps the processes of `make run` running in the foreground (web, workers, dispatcher, beat).
 
 Each child's output is printed line by line behind its name, as `12:00:01 worker | ...`.
 A child that exits (a crash, the OOM killer, `kill -9`) is started again after a pause that

@@ -177,7 +177,7 @@ class Serve:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
-        for name in ("web", "worker", "dispatcher", "beat"):
+        for name in ("web", "worker", "sms", "dispatcher", "beat"):
             for pid in self.child_pids(name):
                 _kill_group(pid)
         self._log.close()
@@ -203,6 +203,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     try:
         server.wait_for(r"worker@\S+ ready\.")
         server.wait_for(r"dispatcher@\S+ ready\.")
+        server.wait_for(r"sms@\S+ ready\.")
         server.wait_for(r"Listening at: ")
         yield server
     finally:
@@ -270,7 +271,9 @@ def test_a_killed_worker_is_restarted_while_the_web_server_keeps_answering(serve
 
 def test_ctrl_c_stops_every_process(serve: Serve) -> None:
     children = [
-        pid for name in ("web", "worker", "dispatcher", "beat") for pid in serve.child_pids(name)
+        pid
+        for name in ("web", "worker", "sms", "dispatcher", "beat")
+        for pid in serve.child_pids(name)
     ]
     os.kill(serve.proc.pid, signal.SIGINT)
     assert serve.proc.wait(30) == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-WORK_QUEUES = "calls,recordings,sms,default"  # the `worker` service of docker/compose.yaml
+WORK_QUEUES = "calls,recordings,default"  # the `worker` service of docker/compose.yaml
 DISPATCH_QUEUES = "bitrix"  # the `dispatcher` service
 HEADERS = {"X-Forwarded-Proto": "https"}  # as behind the TLS proxy (DEBUG=0 redirects http)
 
