@@ -3,9 +3,11 @@
 Setup: an installed portal row with a known application_token; gunicorn serving
 `bitrixapp.wsgi` with the bench settings plus production switches (DEBUG=0, a SECRET_KEY,
 ALLOWED_HOSTS; requests carry `X-Forwarded-Proto: https` as behind the TLS proxy, so the SSL
-redirect is satisfied). No Celery worker runs: the queued tasks pile up in Redis db 14 and are
+redirect is satisfied). No Celery worker runs: what is queued stays in Redis db 14 and is
 flushed afterwards. Every accepted event is a BitrixEvent INSERT + COMMIT in PostgreSQL and
-a Celery publish to Redis, on the same 2 cores as the load generator.
+a kick of its portal's lane (a cache add in Redis; a Celery publish only when no drain task
+is on its way: one per run here, since nothing consumes it), on the same 2 cores as the
+load generator.
 
 Method: a form-encoded ONEXTERNALCALLBACKSTART event (event, event_handler_id, ts,
 data[PHONE_NUMBER], data[LINE_NUMBER], auth[domain], auth[client_endpoint], auth[member_id],

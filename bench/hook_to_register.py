@@ -3,7 +3,7 @@
 Setup: one standard-plan portal on the live fake with its rate limit OFF
 (`enforce_rate_limit = False`: "a fake with no rate limit"), user 11 with UF_PHONE_INNER 101,
 a Mango connection mapping extension 101 to user 11; gunicorn (GUNICORN_OPTIONS, DEBUG=0)
-and two real `celery worker` processes: a worker on calls,recordings,sms,default and a
+and two real `celery worker` processes: a worker on calls,recordings,default and a
 dispatcher on bitrix, concurrency 1 each (as in docker/compose.yaml).
 
 Method: per run, CALLS distinct `events/call` Appeared webhooks (extension 101, current
@@ -27,6 +27,7 @@ import http.client
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import redis
 
@@ -47,7 +48,7 @@ from bench.portals import connected_portal, fake_bitrix24
 from bench.procs import LAYOUT, Gunicorn, celery_workers, wait_until
 from bench.report import BenchResult
 from bitrixapp.models import B24Command
-from telephony.models import PbxConnection
+from telephony.models import PbxConnection, PbxEvent
 from tests.fakes.bitrix24 import FakeBitrix24
 
 NAME = "hook_to_register"
@@ -72,6 +73,7 @@ class Run:
     lost: int = 0  # calls whose register never arrived within GIVE_UP_S
     requests: int = 0  # HTTP requests the fake received during the run
     batched: int = 0  # registers that came inside a batch
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> p50 ms after t0
 
     @property
     def p50(self) -> float:
@@ -86,7 +88,9 @@ class Run:
             f"p50 {self.p50:.0f} ms, p99 {self.p99:.0f} ms, max "
             f"{percentile(self.latency_ms, 1.0):.0f} ms; ack p50 "
             f"{percentile(self.ack_ms, 0.5):.0f} ms / max {percentile(self.ack_ms, 1.0):.0f} ms; "
-            f"{self.requests} requests to Bitrix24 ({self.batched} registers in batches)"
+            f"{self.requests} requests to Bitrix24 ({self.batched} registers in batches); "
+            "p50 after the first POST: "
+            + ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.stages.items())
         )
 
 
@@ -135,9 +139,12 @@ def _ring(
     hooks = [ringing_now(new_entry_id(tag, i)) for i in range(calls)]
     wanted = {external_call_id(connection, h.entry_id): i for i, h in enumerate(hooks)}
     first_request = len(fake.http_requests)
+    wall_minus_mono = time.time() - time.monotonic()
     started = _post_together(server_url, hook_path(connection), hooks)
     arrivals = _register_arrivals(fake, wanted)
     out = Run(requests=len(fake.http_requests) - first_request)
+    first_post = min(t0 for t0, _, _ in started) + wall_minus_mono
+    out.stages = _stages(connection, first_post)
     for i, (t0, acked, status) in enumerate(started):
         out.statuses[status] = out.statuses.get(status, 0) + 1
         out.ack_ms.append((acked - t0) * 1000)
@@ -190,6 +197,23 @@ def _register_arrivals(fake: FakeBitrix24, wanted: dict[str, int]) -> dict[int, 
                 found.setdefault(index, (call.at, call.via_batch))
         time.sleep(0.005)
     return found
+
+
+def _stages(connection: PbxConnection, since: float) -> dict[str, float]:
+    """Where the time went (database clock = wall clock): p50 of each stage's timestamp, in
+    ms after the first POST, over the rows this run made."""
+    after = datetime.fromtimestamp(since, tz=UTC)
+    events = PbxEvent.objects.filter(connection=connection, received_at__gte=after)
+    commands = B24Command.objects.filter(portal=connection.portal, created_at__gte=after)
+    columns = {
+        "stored": events.values_list("received_at", flat=True),
+        "processed": events.values_list("processed_at", flat=True),
+        "command claimed": commands.values_list("sent_at", flat=True),
+    }
+    return {
+        name: percentile([(at.timestamp() - since) * 1000 for at in stamps if at], 0.5)
+        for name, stamps in columns.items()
+    }
 
 
 def _result(runs: list[Run], throttled: int) -> BenchResult:

@@ -15,6 +15,13 @@ both end the row at once, as does `Ignored` for a request there is nothing to do
 One sweeper re-queues the rows of every inbox whose queue message was lost (a broker
 outage, a crash).
 
+Lanes: a stored row does not queue a task of its own. Its lane (`lane_by`: a portal, a PBX
+connection) gets one drain task, queued only if none is on its way (a flag in the cache), and
+that task processes the lane's waiting rows in id order for a short slice. A burst of 50
+webhooks costs one queued task instead of 50, the acknowledgement a cache round trip instead
+of a broker publish. Retries wait in tasks of their own (their countdown); the sweeper kicks
+the lanes of rows left waiting (a lost task, a flag that outlived its drain).
+
 Bursts: an inbox may process the rows waiting together (same `batch_by` value, e.g. one PBX
 connection) in one transaction with its `handle_batch`. A lone row goes straight through
 its handler as before; a burst costs one transaction and a few statements in all instead of
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +44,7 @@ from urllib.parse import parse_qsl, urlencode
 from celery.utils.time import get_exponential_backoff_interval
 from django.apps import apps
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -47,6 +56,9 @@ log = logging.getLogger(__name__)
 
 MASK = "***"
 PROCESS_TASK = "bitrixapp.tasks.process_inbound"
+DRAIN_TASK = "bitrixapp.tasks.drain_inbound"
+DRAIN_SLICE_S = 2.0  # one drain task works a lane this long, then queues its continuation
+KICK_FLAG_S = 10  # a queued drain that never runs (a lost message) blocks kicks this long
 SWEEP_BATCH = 1000
 ERROR_CHARS = 2000
 # Headers kept with a stored request for diagnosis (never Authorization or cookies).
@@ -121,6 +133,8 @@ class Inbox:
     model: type[InboundRequest]
     handle: Handler
     queue: str = "default"
+    # The field whose value makes a lane: its rows are drained in id order by one task.
+    lane_by: str = "portal_id"
     max_attempts: int = 5
     backoff_s: float = 5.0  # first retry; doubles per attempt
     backoff_max_s: float = 600.0
@@ -171,7 +185,7 @@ def store(model: type[InboundRequest], **fields: Any) -> InboundRequest | None:
     except IntegrityError:
         return None
     if row.state == InboundRequest.State.RECEIVED:
-        enqueue(row)
+        kick_after_commit(row)
     return row
 
 
@@ -190,6 +204,29 @@ def enqueue(row: InboundRequest, countdown: float | None = None) -> None:
     jobs.after_commit(PROCESS_TASK, inbox.label, row.pk, queue=inbox.queue, countdown=countdown)
 
 
+def kick_after_commit(row: InboundRequest) -> None:
+    """Once the row is committed, make sure its lane is being drained."""
+    inbox = inbox_of(type(row))
+    lane = getattr(row, inbox.lane_by)
+    transaction.on_commit(lambda: kick(inbox, lane), robust=True)
+
+
+def kick(inbox: Inbox, lane: Any, force: bool = False) -> None:
+    """Make sure one drain task for the lane is on its way (one queued is enough); `force`
+    queues one even if the flag says another is coming (the sweeper's safety net)."""
+    flag = _lane_flag(inbox, lane)
+    if force:
+        cache.delete(flag)
+    if cache.add(flag, 1, timeout=KICK_FLAG_S) and not jobs.now(
+        DRAIN_TASK, inbox.label, lane, queue=inbox.queue
+    ):
+        cache.delete(flag)  # the broker refused: the next row kicks again
+
+
+def _lane_flag(inbox: Inbox, lane: Any) -> str:
+    return f"inbox:drain:{inbox.label}:{lane}"
+
+
 def diagnostic_headers(headers: Mapping[str, str], extra: Iterable[str] = ()) -> dict[str, str]:
     """The request headers worth keeping: the diagnostic ones plus those a provider reads."""
     return {
@@ -202,9 +239,9 @@ def diagnostic_headers(headers: Mapping[str, str], extra: Iterable[str] = ()) ->
 # ---------------------------------------------------------------- processing
 
 
-def process(model: type[InboundRequest] | str, pk: int) -> str | None:
+def process(model: type[InboundRequest] | str | Inbox, pk: int) -> str | None:
     """Process one stored request if it is still waiting; returns its new state."""
-    inbox = inbox_of(model)
+    inbox = model if isinstance(model, Inbox) else inbox_of(model)
     try:
         return _process(inbox, pk)
     except Exception as exc:
@@ -213,6 +250,45 @@ def process(model: type[InboundRequest] | str, pk: int) -> str | None:
         log.exception("inbox %s #%s: processing broke", inbox.label, pk)
         _count_broken_attempt(inbox, pk, exc)
         return None
+
+
+def drain(label: str, lane: Any, slice_s: float = DRAIN_SLICE_S) -> int:
+    """Process the lane's waiting rows in id order for up to `slice_s`; returns how many rows
+    it started from (batch mates are processed with them).
+
+    While it runs the lane's flag stays set, so rows stored meanwhile queue no task: this loop
+    picks them up. After the slice it queues its continuation behind other work."""
+    inbox = inbox_of(label)
+    flag = _lane_flag(inbox, lane)
+    cache.set(flag, 1, timeout=int(slice_s) + KICK_FLAG_S)
+    deadline = time.monotonic() + slice_s
+    tried: set[int] = set()  # a row that could not even be counted as tried is not retried here
+    while (pk := _next_waiting(inbox, lane, tried)) is not None:
+        if time.monotonic() >= deadline:
+            cache.delete(flag)
+            kick(inbox, lane)
+            return len(tried)
+        tried.add(pk)
+        process(inbox, pk)
+    cache.delete(flag)
+    # A row committed after our last look saw the flag still set and did not kick.
+    if _next_waiting(inbox, lane, tried) is not None:
+        kick(inbox, lane)
+    return len(tried)
+
+
+def _next_waiting(inbox: Inbox, lane: Any, tried: set[int]) -> int | None:
+    return (
+        inbox.model.objects.filter(
+            state=InboundRequest.State.RECEIVED,
+            next_attempt_at__lte=timezone.now(),
+            **{inbox.lane_by: lane},
+        )
+        .exclude(pk__in=tried)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 # A handler ends a row early by raising one of these; the row's final state.
@@ -355,26 +431,28 @@ def reprocess(rows: Iterable[InboundRequest]) -> int:
             processed_at=None,
         )
         row.state = InboundRequest.State.RECEIVED
-        enqueue(row)
+        kick_after_commit(row)
         count += 1
     return count
 
 
 def sweep() -> dict[str, int]:
-    """Queue again the rows of every inbox that waited past their time (lost messages)."""
+    """Drain again the lanes of every inbox whose rows waited past their time (a lost task,
+    a flag that outlived its drain); returns the waiting rows found per inbox."""
     due_before = timezone.now() - timedelta(seconds=settings.INBOX_STUCK_AFTER_S)
-    requeued = {}
+    found = {}
     for inbox in INBOXES.values():
-        stuck = list(
-            inbox.model.objects.filter(
-                state=InboundRequest.State.RECEIVED, next_attempt_at__lt=due_before
-            ).values_list("pk", flat=True)[:SWEEP_BATCH]
+        stuck = inbox.model.objects.filter(
+            state=InboundRequest.State.RECEIVED, next_attempt_at__lt=due_before
         )
-        for pk in stuck:
-            jobs.now(PROCESS_TASK, inbox.label, pk, queue=inbox.queue)
-        if stuck:
-            requeued[inbox.label] = len(stuck)
-    return requeued
+        lanes = list(
+            stuck.values(inbox.lane_by).annotate(rows=models.Count("pk")).order_by()[:SWEEP_BATCH]
+        )
+        for lane in lanes:
+            kick(inbox, lane[inbox.lane_by], force=True)
+        if lanes:
+            found[inbox.label] = sum(lane["rows"] for lane in lanes)
+    return found
 
 
 def model_of(label: str) -> type[InboundRequest]:

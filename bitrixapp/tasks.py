@@ -20,8 +20,21 @@ def dispatch_portal(portal_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def process_inbound(label: str, pk: int) -> None:
-    """Process one stored inbound request of the inbox `label` (e.g. "telephony.pbxevent")."""
+    """Process one stored inbound request of the inbox `label` (e.g. "telephony.pbxevent"):
+    a retry after its backoff."""
     inbox.process(label, pk)
+
+
+# Acknowledged on receipt: the message only says "look at this lane"; the rows are the record,
+# and a drain that dies is made good by the next row's kick or the sweeper. A late ack would
+# keep the message unacknowledged for the whole slice, and the Redis transport's restore of
+# unacknowledged messages can crash the worker when Redis goes away (seen with kombu 5.7
+# in tests/crash).
+@shared_task(ignore_result=True, acks_late=False)
+def drain_inbound(label: str, lane: object) -> None:
+    """Process the waiting rows of one lane of the inbox `label` (a portal, a PBX connection)
+    for a short slice."""
+    inbox.drain(label, lane)
 
 
 @shared_task(ignore_result=True)

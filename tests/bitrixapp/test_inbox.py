@@ -139,3 +139,92 @@ def test_install_binds_exactly_the_events_some_app_handles():
         "ONEXTERNALCALLBACKSTART",
         "ONAPPUNINSTALL",
     )
+
+
+# --- lanes: one drain task per portal or connection, not one task per row -------------------
+
+
+@pytest.fixture
+def recorded_handler():
+    seen: list[int] = []
+
+    def handler(event: BitrixEvent) -> str:
+        seen.append(event.pk)
+        return BitrixEvent.State.PROCESSED
+
+    events.EVENT_HANDLERS["ONTESTLANE"] = handler
+    yield seen
+    del events.EVENT_HANDLERS["ONTESTLANE"]
+
+
+def queued(monkeypatch) -> list[tuple]:
+    sent: list[tuple] = []
+    monkeypatch.setattr(inbox.jobs, "now", lambda task, *args, queue=None: sent.append(args) or 1)
+    return sent
+
+
+def store(portal, name: str = "ONTESTLANE") -> BitrixEvent:
+    return inbox.store(BitrixEvent, portal=portal, source=name, body="{}", content_type="x")
+
+
+def test_a_burst_queues_one_drain_per_lane_which_processes_every_row_in_order(
+    make_portal, recorded_handler, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = queued(monkeypatch)
+    (a, _), (b, _) = make_portal(), make_portal()
+    with django_capture_on_commit_callbacks(execute=True):
+        rows = [store(a) for _ in range(5)] + [store(b)] + [store(a) for _ in range(3)]
+    label = "bitrixapp.bitrixevent"
+    assert sent == [(label, a.pk), (label, b.pk)]  # the broker sees two tasks, not nine
+
+    assert inbox.drain(label, a.pk) == 8
+    assert recorded_handler == [r.pk for r in rows if r.portal_id == a.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        store(a)
+    assert len(sent) == 3  # the lane's flag went with its drain: a new row kicks again
+
+
+def test_a_row_stored_while_its_lane_drains_is_picked_up_by_that_drain(
+    make_portal, recorded_handler, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = queued(monkeypatch)
+    portal, _ = make_portal()
+    late: list[BitrixEvent] = []
+
+    def handler(event: BitrixEvent) -> str:
+        recorded_handler.append(event.pk)
+        if not late:  # a webhook answered while the first row is processed
+            with django_capture_on_commit_callbacks(execute=True):
+                late.append(store(portal))
+        return BitrixEvent.State.PROCESSED
+
+    events.EVENT_HANDLERS["ONTESTLANE"] = handler
+    first = store(portal)
+    sent.clear()
+    assert inbox.drain("bitrixapp.bitrixevent", portal.pk) == 2
+    assert recorded_handler == [first.pk, late[0].pk]
+    assert sent == []  # the running drain held the flag: no second task
+
+
+def test_a_drain_stops_after_its_slice_and_queues_its_continuation(
+    make_portal, recorded_handler, monkeypatch
+):
+    sent = queued(monkeypatch)
+    portal, _ = make_portal()
+    rows = [stored(portal, "ONTESTLANE") for _ in range(3)]
+    assert inbox.drain("bitrixapp.bitrixevent", portal.pk, slice_s=0) == 0
+    assert sent == [("bitrixapp.bitrixevent", portal.pk)]
+    assert inbox.drain("bitrixapp.bitrixevent", portal.pk) == 3
+    assert recorded_handler == [r.pk for r in rows]
+
+
+def test_a_lost_drain_task_is_made_good_by_the_sweeper(make_portal, monkeypatch):
+    sent = queued(monkeypatch)
+    portal, _ = make_portal()
+    row = store(portal, "ONCRMLEADADD")  # its task, queued, never arrives; the flag stays
+    BitrixEvent.objects.filter(pk=row.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=5)
+    )
+    sent.clear()
+    assert tasks.sweep()["inbound"] == {"bitrixapp.bitrixevent": 1}
+    assert sent == [("bitrixapp.bitrixevent", portal.pk)]
