@@ -49,7 +49,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from bitrixapp import jobs
+from bitrixapp import bulk, jobs
 from bitrixapp.formdata import FormDataError, parse_bracketed, php_query
 
 log = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ def _close_batch(
         else:
             row.state, row.error = outcome, ""
     fields = ["state", "error", "processed_at", "attempts", *inbox.batch_fields]
-    inbox.model.objects.bulk_update(rows, fields)
+    bulk.bulk_update(rows, fields)
     return {row.pk: row.state for row in rows}
 
 

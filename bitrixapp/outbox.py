@@ -29,7 +29,7 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bitrixapp import ratelimit, rest
+from bitrixapp import bulk, ratelimit, rest
 from bitrixapp.formdata import Raw, php_query
 from bitrixapp.models import B24Command, Portal
 from bitrixapp.rest import Outcome
@@ -638,7 +638,7 @@ def _settle_done(portal: Portal, done: list[tuple[B24Command, "_Reply"]]) -> Non
                 command.http_status = part.http_status or None
                 command.duration_ms, command.batch_id = part.duration_ms, part.batch_id
                 command.error_code = command.error_description = ""
-            B24Command.objects.bulk_update([c for c, _ in done], DONE_FIELDS)
+            bulk.bulk_update([c for c, _ in done], DONE_FIELDS)
     except Exception:
         log.warning("bulk settle of %d commands failed; one by one", len(done), exc_info=True)
         for command, part in done:

@@ -16,7 +16,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from bitrixapp import inbox, jobs, outbox
+from bitrixapp import bulk, inbox, jobs, outbox
 from bitrixapp.models import B24Command, Portal
 from bitrixapp.phones import digits, to_e164
 from telephony import alerts, engine, providers
@@ -169,7 +169,7 @@ def _save_calls(calls: Iterable[Call]) -> None:
     for call in calls:
         call.updated_at = now
     fields = [f.name for f in Call._meta.concrete_fields if not f.primary_key]
-    Call.objects.bulk_update(calls, fields)
+    bulk.bulk_update(calls, fields)
 
 
 def parse_stored(row: PbxEvent, provider: Provider) -> list[CallEvent]:
