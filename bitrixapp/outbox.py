@@ -46,6 +46,11 @@ SOLO_PARAM_CHARS = 100_000  # big payloads (recordings) go alone: a batch must f
 LEASE = timedelta(seconds=15)
 HEARTBEAT_S = 5.0
 DISPATCH_SLICE_S = 2.0  # one task serves a portal this long, then queues its continuation
+# Bitrix24 unreachable: after this many requests in a row failed as a whole (network, 5xx),
+# the portal's dispatching pauses between tries (doubling from 1 s up to OUTAGE_PAUSE_MAX_S)
+# instead of spending its request budget on an outage; the first answer ends the pause.
+OUTAGE_AFTER_FAILURES = 3
+OUTAGE_PAUSE_MAX_S = 5.0
 
 ResultHandler = Callable[[B24Command], None]
 RESULT_HANDLERS: dict[str, ResultHandler] = {}
@@ -205,7 +210,7 @@ def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
             cache.delete(_kick_key(portal_id))
             kick(portal_id)  # more to send: continue after what is queued meanwhile
             return
-        wait = ratelimit.take(portal.member_id, portal.plan)
+        wait = _outage_pause(portal_id) or ratelimit.take(portal.member_id, portal.plan)
         if wait:
             kick(portal_id, countdown=wait)  # the timed run takes over (the flag stays set)
             return
@@ -229,6 +234,29 @@ def _end_run(portal_id: int, portal: Portal | None) -> None:
 
 def _kick_key(portal_id: int) -> str:
     return f"b24:kick:{portal_id}"
+
+
+def _outage_pause(portal_id: int) -> float:
+    """Seconds until the next try while the portal's Bitrix24 seems down (0: go)."""
+    until = cache.get(f"b24:outage:{portal_id}:until")
+    return max(0.0, until - time.time()) if until else 0.0
+
+
+def _note_reachability(portal: Portal, outcome: Outcome) -> None:
+    """A whole request failed (network, 5xx) or was answered: count failures in a row, and
+    past OUTAGE_AFTER_FAILURES pause the portal's sending for a growing while."""
+    key = f"b24:outage:{portal.pk}"
+    with _unless_redis_is_down("outage tracking"):
+        if outcome is not Outcome.TRANSIENT:
+            cache.delete_many([f"{key}:failures", f"{key}:until"])
+            return
+        cache.add(f"{key}:failures", 0, timeout=3600)
+        failures = cache.incr(f"{key}:failures")
+        if failures >= OUTAGE_AFTER_FAILURES:
+            pause = get_exponential_backoff_interval(
+                1, failures - OUTAGE_AFTER_FAILURES, OUTAGE_PAUSE_MAX_S
+            )
+            cache.set(f"{key}:until", time.time() + pause, timeout=int(pause) + 5)
 
 
 def _has_ready(portal: Portal) -> bool:
@@ -475,6 +503,7 @@ def _send_single(portal: Portal, command: B24Command) -> None:
     if params is None:
         return
     portal, reply = rest.call_with_refresh(portal, command.method, params)
+    _note_reachability(portal, reply.outcome)
     _track_operating(portal, command.method, reply.time)
     with transaction.atomic():
         if command.pk in _lock_ours([command]):
@@ -501,6 +530,7 @@ def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
     # halt=1: Bitrix24 stops at the first failing command, so nothing overtakes a failure
     # of its own owner; the commands after it did not run and simply go again.
     portal, reply = rest.call_with_refresh(portal, "batch", {"halt": 1, "cmd": cmd})
+    _note_reachability(portal, reply.outcome)
     batch_id = uuid.uuid4().hex
     with transaction.atomic():
         ours = _lock_ours(commands)

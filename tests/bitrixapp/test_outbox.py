@@ -413,3 +413,25 @@ def test_settling_does_not_block_a_command_that_depends_on_the_one_being_settled
     finally:
         release.set()
         thread.join()
+
+
+def test_an_unreachable_bitrix24_is_tried_less_and_less_often_until_it_answers(fake, make_portal):
+    """Requests failing as a whole (network, 5xx) several times in a row pause the portal's
+    sending for a growing while, so an outage does not spend the request budget the backlog
+    needs once Bitrix24 is back; the first answer ends the pause."""
+    portal, remote = make_portal()
+    fake.outage("500")
+    command = outbox.enqueue(portal, "profile")
+    for _ in range(outbox.OUTAGE_AFTER_FAILURES):
+        B24Command.objects.update(next_attempt_at=timezone.now())
+        outbox.dispatch(portal.pk, slice_s=5)
+    assert 0.5 < outbox._outage_pause(portal.pk) <= 1.0
+    tried = len(fake.rejected)
+    B24Command.objects.update(next_attempt_at=timezone.now())
+    outbox.dispatch(portal.pk, slice_s=5)  # due, but the portal waits out its pause
+    assert len(fake.rejected) == tried and states(command) == [State.PENDING]
+
+    fake.restore()
+    drain(portal)  # drain keeps calling the dispatcher: the pause ends within a second
+    assert states(command) == [State.DONE]
+    assert outbox._outage_pause(portal.pk) == 0
