@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis
+from django.db import connection as db_connection
 
 from bench.env import REDIS_URL, reset_state, subprocess_env
 from bench.mango import (
@@ -110,14 +111,23 @@ def run() -> BenchResult:
             check_accepted(web.url, hook_path(connection), ringing_now(new_entry_id("check", 0)))
             _ring(fake, web.url, connection, WARMUP_CALLS, "warm")
             runs = []
+            sessions_before = _sessions_opened()
             for n in range(RUNS):
                 _settle(portal.pk)
                 runs.append(_ring(fake, web.url, connection, CALLS, f"run{n}"))
                 print(f"  run {n + 1}: {runs[-1].summary()}", flush=True)
             _settle(portal.pk)
             lone = _lone(fake, web.url, connection)
+            opened = _sessions_opened() - sessions_before
         throttled = len(fake.throttled)
-    return _result(runs, lone, throttled)
+    return _result(runs, lone, throttled, opened)
+
+
+def _sessions_opened() -> int:
+    """Connections ever opened to the bench database (PostgreSQL's own count)."""
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
 
 
 def _lone(fake: FakeBitrix24, server_url: str, connection: PbxConnection) -> Run:
@@ -235,7 +245,7 @@ def _stages(connection: PbxConnection, since: float) -> dict[str, float]:
     }
 
 
-def _result(runs: list[Run], lone: Run, throttled: int) -> BenchResult:
+def _result(runs: list[Run], lone: Run, throttled: int, opened: int) -> BenchResult:
     ranked = sorted(range(len(runs)), key=lambda i: (runs[i].p99, runs[i].p50))
     median_index = ranked[len(ranked) // 2]
     median = runs[median_index]
@@ -266,6 +276,13 @@ def _result(runs: list[Run], lone: Run, throttled: int) -> BenchResult:
         f"{percentile(median.ack_ms, 1.0):.0f} ms",
     )
     result.add("p50 / p99 of each run", "; ".join(f"{r.p50:.0f} / {r.p99:.0f} ms" for r in runs))
+    calls = RUNS * CALLS + LONE_CALLS
+    result.add(
+        "PostgreSQL connections opened while the runs' tasks ran (web, workers, dispatcher)",
+        f"{opened} for {calls} calls",
+        "0 per task",
+        opened <= 1,  # 1: this process's own count query may open one
+    )
     result.add(
         f"idle single call p50, POST start -> register ({LONE_CALLS} calls)",
         f"{lone.p50:.1f} ms",
