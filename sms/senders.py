@@ -7,7 +7,8 @@ earlier install, a lost answer) is reconciled with an update, and ERROR_SENDER_N
 an update (deleted in Bitrix24) with an add. Registration state is kept on the sender.
 """
 
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from bitrixapp import outbox
 from bitrixapp.models import B24Command, Portal
@@ -22,15 +23,26 @@ def _owner(portal_id: int, code: str) -> str:
     return f"sms-sender:{portal_id}:{code}"
 
 
+LANGUAGES = ("ru", "en")  # the languages Bitrix24 shows a provider's NAME and DESCRIPTION in
+
+
 def _params(sender: SmsSender) -> dict:
-    names = {"ru": sender.name, "en": sender.name}
     return {
         "CODE": sender.code,
         "TYPE": "SMS",
         "HANDLER": sender.handler_url,
-        "NAME": names,
-        "DESCRIPTION": {lang: f"{sender.alpha_name} via {sender.account.name}" for lang in names},
+        # The name is the admin's own words, the same in every language.
+        "NAME": dict.fromkeys(LANGUAGES, sender.name),
+        "DESCRIPTION": {lang: _description(sender, lang) for lang in LANGUAGES},
     }
+
+
+def _description(sender: SmsSender, language: str) -> str:
+    with translation.override(language):
+        return _("%(alpha_name)s via %(account)s") % {
+            "alpha_name": sender.alpha_name,
+            "account": sender.account.name,
+        }
 
 
 def add(sender: SmsSender) -> B24Command:

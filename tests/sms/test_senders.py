@@ -15,6 +15,7 @@ def test_saved_senders_are_added_with_their_handler_url_and_names(kit):
     assert registered["HANDLER"] == kit.sender.handler_url
     assert registered["HANDLER"].endswith(f"/sms/send/{kit.sender.webhook_uuid}/")
     assert registered["NAME"] == {"ru": "MTS SMS", "en": "MTS SMS"}
+    assert registered["DESCRIPTION"] == {"ru": "ACME через MTS SMS", "en": "ACME via MTS SMS"}
     kit.sender.refresh_from_db()
     assert kit.sender.registered_code == "mts_sms_by" and kit.sender.registered_at
 
