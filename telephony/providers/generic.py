@@ -44,6 +44,9 @@ from telephony.providers.base import (
 )
 
 TIMEOUT = (5, 30)  # (connect, read) seconds for a recording download
+# A call recording is a few MB (an hour of 8 kHz audio is ~60 MB); the URL is the PBX's to
+# choose, so a larger answer is refused rather than held in a worker's memory.
+RECORDING_MAX_BYTES = 200 * 1024 * 1024
 WINDOW_S = 300  # how far X-Timestamp may be from our clock, either way
 TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-Timestamp", "X-Signature"
 MAX_EVENTS = 100  # events in one request (an array)
@@ -324,23 +327,40 @@ class GenericJson:
     def fetch_recording(self, connection: ConnectionLike, recording_id: str) -> Recording:
         """`recording_id` is the event's recording_url (checked as http(s) when received)."""
         try:
-            answer = requests.get(recording_id, timeout=TIMEOUT, allow_redirects=True)
+            with requests.get(
+                recording_id, timeout=TIMEOUT, allow_redirects=True, stream=True
+            ) as answer:
+                if answer.status_code in (401, 403, 410):
+                    raise ProviderError(
+                        f"the PBX refused the recording download (HTTP {answer.status_code})",
+                        permanent=True,
+                    )
+                content = _capped(answer) if answer.status_code == 200 else b""
         except requests.RequestException as exc:
             # str(exc) would show the URL, which may carry a token.
             raise ProviderError(f"recording download failed ({type(exc).__name__})") from None
-        if answer.status_code in (401, 403, 410):
-            raise ProviderError(
-                f"the PBX refused the recording download (HTTP {answer.status_code})",
-                permanent=True,
-            )
-        if answer.status_code != 200 or not answer.content:
+        if not content:
             raise ProviderError(
                 f"recording not available yet (HTTP {answer.status_code} from the PBX)"
             )
-        return Recording(_filename(recording_id, answer), answer.content)
+        return Recording(_filename(recording_id, answer), content)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _capped(answer: requests.Response) -> bytes:
+    """The body, read in chunks up to RECORDING_MAX_BYTES; a larger one fails for good."""
+    chunks, size = [], 0
+    for chunk in answer.iter_content(chunk_size=1024 * 1024):
+        size += len(chunk)
+        if size > RECORDING_MAX_BYTES:
+            raise ProviderError(
+                f"the recording is larger than {RECORDING_MAX_BYTES // (1024 * 1024)} MB",
+                permanent=True,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _timestamp(hook: Webhook) -> str:

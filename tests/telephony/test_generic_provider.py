@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from telephony.models import Call, CallRecording, PbxConnection, PbxEvent, PbxExtension, PbxLine
+from telephony.providers import generic as generic_module
 from telephony.providers.base import Direction, Kind, Webhook, WebhookRejected
 from telephony.providers.generic import GenericJson, signature
 from tests.fakes.generic import (
@@ -293,6 +294,18 @@ def test_recording_is_downloaded_and_attached(pbx_generic):
     assert pbx_generic.methods() == ["register", "finish", "attachRecord"]
     assert pbx_generic.calls()[-1][1]["FILENAME"] == "1.wav"
     assert CallRecording.objects.get().state == "attached"
+
+
+@pytest.mark.django_db
+def test_a_recording_over_the_size_cap_fails_for_good_without_being_kept(pbx_generic, monkeypatch):
+    monkeypatch.setattr(generic_module, "RECORDING_MAX_BYTES", 3 * 1024 * 1024)
+    pbx_generic.files.files["rec/huge.wav"] = b"R" * (4 * 1024 * 1024)
+    play(pbx_generic, "ringing", "answered", "ended")
+    play(pbx_generic, "recording", recording_url=pbx_generic.files.url("rec/huge.wav"))
+    recording = CallRecording.objects.get()
+    assert recording.state == "failed" and "larger than 3 MB" in recording.error
+    assert pbx_generic.methods() == ["register", "finish"]
+    assert pbx_generic.files.gets["rec/huge.wav"] == 1  # refused for good: never fetched again
 
 
 @pytest.mark.django_db
