@@ -174,3 +174,16 @@ def test_a_login_linked_to_no_portal_sees_nothing(client, world):
     stranger = User.objects.create(username="stranger", is_staff=True)
     client.force_login(stranger)
     assert client.get(_url(PbxConnection, "changelist")).status_code == 403
+
+
+def test_the_user_pickers_list_only_the_portals_own_bitrix24_users(client, world):
+    """Extensions and the default user are picked by name from the synced user list: the
+    list on a portal admin's page is that portal's alone (another portal's names never show)."""
+    mine, theirs, user = world
+    BitrixUser.objects.create(portal=mine, user_id=7, name="Мария Своя")
+    BitrixUser.objects.create(portal=theirs, user_id=8, name="Пётр Чужой")
+    client.force_login(user)
+    connection = PbxConnection.objects.get(portal=mine)
+    page = client.get(_url(PbxConnection, "change", connection.pk)).content.decode()
+    assert "Мария Своя" in page and f"Boss {mine}" in page
+    assert "Пётр Чужой" not in page and f"Boss {theirs}" not in page

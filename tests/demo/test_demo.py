@@ -23,25 +23,14 @@ PORT = int(os.environ.get("DEMO_TEST_PORT", "19412"))
 pytestmark = pytest.mark.worker
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def start_demo(work: Path, port: int, *extra: str) -> tuple[dict, subprocess.Popen]:
     """The demo as `make demo` runs it, on ports of its own, until its report is written."""
-    work = tmp_path_factory.mktemp("demo-run")
     report = work / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     log = (work / "demo.log").open("w")
+    argv = ["--port", str(port), "--var-dir", str(work / "demo"), "--report", str(report)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "demo",
-            "--port",
-            str(PORT),
-            "--var-dir",
-            str(work / "demo"),
-            "--report",
-            str(report),
-        ],
+        [sys.executable, "-m", "demo", *argv, *extra],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -54,10 +43,31 @@ def demo(tmp_path_factory):
         proc.kill()
         pytest.fail("the demo did not finish:\n" + (work / "demo.log").read_text()[-4000:])
     time.sleep(0.2)  # the report is written in one go; let the file close
-    yield json.loads(report.read_text()), proc, work
+    return json.loads(report.read_text()), proc
+
+
+def stop_demo(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo-run")
+    report, proc = start_demo(work, PORT)
+    yield report, proc, work
+    stop_demo(proc)
+
+
+def test_the_busy_hour_shows_every_card_without_a_rate_limit_refusal(tmp_path):
+    """SCENARIO=busy-hour: 50 calls at once, every card shown, batched, none refused."""
+    report, proc = start_demo(tmp_path, PORT + 7, "--scenario", "busy-hour", "--once")
+    stop_demo(proc)
+    (figures,) = report["figures"]
+    assert (figures["calls"], figures["cards"]) == (50, 50)
+    assert figures["rate_limit_refusals"] == 0 and figures["batches"] >= 1
+    assert figures["requests_to_bitrix24"] < figures["rest_methods_executed"]
 
 
 EXPECTED = [  # per scripted call: PBX, card shown to, hidden from, finished for, status, records
