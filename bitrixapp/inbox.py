@@ -12,8 +12,8 @@ bounded: a handler that raises is retried with exponential backoff, and after
 `max_attempts` the row ends `failed` with the error kept (shown in the admin). A handler
 raises `Rejected` for a body it cannot read and `Permanent` for a failure no retry can fix;
 both end the row at once, as does `Ignored` for a request there is nothing to do with.
-One sweeper re-queues the rows of every inbox whose queue message was lost (a broker
-outage, a crash).
+One sweeper drains again the lanes (below) of every inbox whose rows were left waiting (a
+broker outage, a crash).
 
 Lanes: a stored row does not queue a task of its own. Its lane (`lane_by`: a portal, a PBX
 connection) gets one drain task, queued only if none is on its way (a flag in the cache), and
@@ -262,7 +262,9 @@ def drain(label: str, lane: Any, slice_s: float = DRAIN_SLICE_S) -> int:
     flag = _lane_flag(inbox, lane)
     cache.set(flag, 1, timeout=int(slice_s) + KICK_FLAG_S)
     deadline = time.monotonic() + slice_s
-    tried: set[int] = set()  # a row that could not even be counted as tried is not retried here
+    # Rows this drain took already: one left waiting (its processing broke before its attempt
+    # was counted) is not taken again here; its retry task or the sweeper comes back to it.
+    tried: set[int] = set()
     while (pk := _next_waiting(inbox, lane, tried)) is not None:
         if time.monotonic() >= deadline:
             cache.delete(flag)
