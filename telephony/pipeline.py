@@ -192,12 +192,14 @@ def apply_event(connection: PbxConnection, event: CallEvent) -> Call:
 
 def _apply(connection: PbxConnection, call: Call, event: CallEvent, policy: Policy) -> Call:
     """Run the engine on the call (in memory) and queue its commands; the caller saves."""
-    state, intents = engine.apply(
-        CallState.from_json(call.state), event, policy, time.time(), call.call_key
-    )
+    previous = CallState.from_json(call.state)
+    # An unmapped extension counts once per call, not once per event of the call.
+    seen_before = {leg.extension for leg in previous.legs.values()}
+    state, intents = engine.apply(previous, event, policy, time.time(), call.call_key)
     emit(call, intents)
     set_state(call, state)
-    alerts.extension_seen(connection, event, policy.users)
+    if event.extension not in seen_before:
+        alerts.extension_seen(connection, event, policy.users)
     return call
 
 

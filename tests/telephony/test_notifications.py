@@ -136,9 +136,11 @@ def test_wrong_pbx_key_admins_told_once_then_recovery(pbx, lang):
 
 
 def test_unmapped_extension_seen_in_calls(pbx, lang):
-    pbx.play("call__appeared_inbound", **{"to__extension": "105"})
+    unmapped = {"to__extension": "105"}
+    pbx.play("call__appeared_inbound", "call__connected", "call__disconnected", **unmapped)
     ((user, message, _),) = notices(pbx)
     assert user == ADMIN and TEXTS[lang]["unmapped"] in message
+    assert Problem.objects.get(kind="unmapped_extension").count == 1  # one call, not 3 events
     PbxExtension.objects.create(connection=pbx.connection, extension="105", user_id=12)
     assert [n[:2] for n in notices(pbx)] == [(ADMIN, TEXTS[lang]["mapped"])]
 
