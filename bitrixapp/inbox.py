@@ -15,12 +15,13 @@ both end the row at once, as does `Ignored` for a request there is nothing to do
 One sweeper drains again the lanes (below) of every inbox whose rows were left waiting (a
 broker outage, a crash).
 
-Lanes: a stored row does not queue a task of its own. Its lane (`lane_by`: a portal, a PBX
-connection) gets one drain task, queued only if none is on its way (a flag in the cache), and
-that task processes the lane's waiting rows in id order for a short slice. A burst of 50
-webhooks costs one queued task instead of 50, the acknowledgement a cache round trip instead
-of a broker publish. Retries wait in tasks of their own (their countdown); the sweeper kicks
-the lanes of rows left waiting (a lost task, a flag that outlived its drain).
+Lanes: a stored row does not queue a task of its own. Its lane (the batch field's value if
+the inbox batches, e.g. a PBX connection; else its portal) gets one drain task, queued only if
+none is on its way (a flag in the cache), and that task processes the lane's waiting rows in
+id order for a short slice. A burst of 50 webhooks costs one queued task instead of 50, the
+acknowledgement a cache round trip instead of a broker publish. Retries wait in tasks of their
+own (their countdown); the sweeper kicks the lanes of rows left waiting (a lost task, a flag
+that outlived its drain).
 
 Bursts: an inbox may process the rows waiting together (same `batch_by` value, e.g. one PBX
 connection) in one transaction with its `handle_batch`. A lone row goes straight through
@@ -133,8 +134,6 @@ class Inbox:
     model: type[InboundRequest]
     handle: Handler
     queue: str = "default"
-    # The field whose value makes a lane: its rows are drained in id order by one task.
-    lane_by: str = "portal_id"
     max_attempts: int = 5
     backoff_s: float = 5.0  # first retry; doubles per attempt
     backoff_max_s: float = 600.0
@@ -147,6 +146,12 @@ class Inbox:
     handle_batch: BatchHandler | None = None
     batch_fields: tuple[str, ...] = ()
     batch_max: int = 50
+
+    @property
+    def lane(self) -> str:
+        """The field whose value makes a lane, whose rows one task drains in id order: the
+        batch field, so that a drain meets its batch mates; else the portal."""
+        return self.batch_by or "portal_id"
 
     @property
     def label(self) -> str:
@@ -207,7 +212,7 @@ def enqueue(row: InboundRequest, countdown: float | None = None) -> None:
 def kick_after_commit(row: InboundRequest) -> None:
     """Once the row is committed, make sure its lane is being drained."""
     inbox = inbox_of(type(row))
-    lane = getattr(row, inbox.lane_by)
+    lane = getattr(row, inbox.lane)
     transaction.on_commit(lambda: kick(inbox, lane), robust=True)
 
 
@@ -284,7 +289,7 @@ def _next_waiting(inbox: Inbox, lane: Any, tried: set[int]) -> int | None:
         inbox.model.objects.filter(
             state=InboundRequest.State.RECEIVED,
             next_attempt_at__lte=timezone.now(),
-            **{inbox.lane_by: lane},
+            **{inbox.lane: lane},
         )
         .exclude(pk__in=tried)
         .order_by("pk")
@@ -448,10 +453,10 @@ def sweep() -> dict[str, int]:
             state=InboundRequest.State.RECEIVED, next_attempt_at__lt=due_before
         )
         lanes = list(
-            stuck.values(inbox.lane_by).annotate(rows=models.Count("pk")).order_by()[:SWEEP_BATCH]
+            stuck.values(inbox.lane).annotate(rows=models.Count("pk")).order_by()[:SWEEP_BATCH]
         )
         for lane in lanes:
-            kick(inbox, lane[inbox.lane_by], force=True)
+            kick(inbox, lane[inbox.lane], force=True)
         if lanes:
             found[inbox.label] = sum(lane["rows"] for lane in lanes)
     return found

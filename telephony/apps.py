@@ -29,7 +29,6 @@ class TelephonyConfig(AppConfig):
             PbxEvent,
             pipeline.handle,
             queue="calls",
-            lane_by="connection_id",
             rows=pipeline.event_rows,
             batch_by="connection_id",
             handle_batch=pipeline.handle_batch,
