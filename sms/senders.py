@@ -7,6 +7,7 @@ earlier install, a lost answer) is reconciled with an update, and ERROR_SENDER_N
 an update (deleted in Bitrix24) with an add. Registration state is kept on the sender.
 """
 
+from django.conf import settings
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -23,7 +24,8 @@ def _owner(portal_id: int, code: str) -> str:
     return f"sms-sender:{portal_id}:{code}"
 
 
-LANGUAGES = ("ru", "en")  # the languages Bitrix24 shows a provider's NAME and DESCRIPTION in
+# Bitrix24 shows a provider's NAME and DESCRIPTION per language: ours, with the same codes.
+LANGUAGES = tuple(code for code, _name in settings.LANGUAGES)
 
 
 def _params(sender: SmsSender) -> dict:

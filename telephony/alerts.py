@@ -127,11 +127,12 @@ def _extension_mapped(sender: type, instance: PbxExtension, **kwargs: object) ->
     connection = instance.connection
     subject = f"{_about(connection)}:ext:{instance.extension}"
     problems.resolve(connection.portal, "unmapped_extension", subject)
-    if instance.user_id:
-        # The user who could not call from the CRM for want of an extension has one now.
-        user = f"{_about(connection)}:user:{instance.user_id}"
-        problems.resolve(connection.portal, "click_no_extension", user)
-    if instance.user_id and instance.user_id == connection.default_user_id:
+    if not instance.user_id:
+        return
+    # The user who could not call from the CRM for want of an extension has one now.
+    user = f"{_about(connection)}:user:{instance.user_id}"
+    problems.resolve(connection.portal, "click_no_extension", user)
+    if instance.user_id == connection.default_user_id:
         _callbacks_can_ring(connection)
 
 
