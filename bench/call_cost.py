@@ -116,8 +116,9 @@ def _measure(conn: Any, portal: Any, fake: Any) -> BenchResult:
         lone.append(measured(lambda pk=pk: inbox.process(PbxEvent, pk)))
     bursts, settles = [], []
     # The flag a queued dispatcher holds: no dispatch task is queued for the bursts' commands,
-    # so a worker left over by an earlier benchmark cannot send them before the measured
-    # in-process dispatch does (that made this benchmark fail inside a full `make bench`).
+    # so no worker (one an earlier benchmark left behind is the likely culprit) can send them
+    # before the measured in-process dispatch does; inside a full `make bench` this benchmark
+    # once found its batch already sent.
     cache.set(outbox._kick_key(portal.pk), 1, timeout=3600)
     for i in range(BURSTS):
         pks = stored_rows(conn, BURST, f"burst{i}")

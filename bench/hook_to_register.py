@@ -281,7 +281,10 @@ def _result(runs: list[Run], lone: Run, throttled: int, opened: int) -> BenchRes
         "PostgreSQL connections opened while the runs' tasks ran (web, workers, dispatcher)",
         f"{opened} for {calls} calls",
         "0 per task",
-        opened <= 1,  # 1: this process's own count query may open one
+        # One is tolerated: the count is the whole database's, and a session that is not the
+        # app's (autovacuum, a monitoring query) may start during a run; one per task would be
+        # hundreds.
+        opened <= 1,
     )
     result.add(
         f"idle single call p50, POST start -> register ({LONE_CALLS} calls)",
