@@ -50,7 +50,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from bitrixapp import bulk, jobs
+from bitrixapp import bulk, jobs, prepared
 from bitrixapp.formdata import FormDataError, parse_bracketed, php_query
 
 log = logging.getLogger(__name__)
@@ -184,9 +184,15 @@ def store(model: type[InboundRequest], **fields: Any) -> InboundRequest | None:
     """Keep a request; None when its dedupe key was stored before (a duplicate delivery).
 
     A `received` row is queued for processing once the caller's transaction commits."""
+    row = model(**{k: _storable(v) for k, v in fields.items()})
     try:
-        with transaction.atomic():
-            row = model.objects.create(**{k: _storable(v) for k, v in fields.items()})
+        # Alone, the INSERT is its own transaction; inside the caller's, a savepoint keeps a
+        # duplicate's IntegrityError from breaking it.
+        if transaction.get_connection().in_atomic_block:
+            with transaction.atomic():
+                prepared.insert(row)
+        else:
+            prepared.insert(row)
     except IntegrityError:
         return None
     if row.state == InboundRequest.State.RECEIVED:

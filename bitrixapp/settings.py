@@ -186,9 +186,7 @@ if EMBEDDED:
         "control_folder": str(_broker_dir),
     }
 else:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-    }
+    CACHES = {"default": {"BACKEND": "bitrixapp.cache.RedisCache", "LOCATION": REDIS_URL}}
     CELERY_BROKER_URL = REDIS_URL
     # Longer than the longest retry countdown (recording downloads wait up to an hour), so
     # that Redis does not hand a waiting task to a second worker.

@@ -32,7 +32,9 @@ class SmsSendView(InboundEndpoint):
     """Bitrix24's messageservice HANDLER call: form fields or JSON (both are seen)."""
 
     def post(self, request: Request, hook: str) -> HttpResponse:
-        sender = receiver_by_hook(SmsSender.objects.all(), hook, "SMS sender")
+        sender = receiver_by_hook(
+            SmsSender, hook, "SMS sender", portal_secrets=["application_token"]
+        )
         form = self.form(request)
         body, content_type = inbox.storable_body(request.body, request.content_type, form)
         check_application_token(
@@ -82,7 +84,7 @@ class SmsReportView(InboundEndpoint):
     """The gateway's delivery reports: a JSON object, a JSON array of them, or form fields."""
 
     def post(self, request: Request, hook: str) -> HttpResponse:
-        account = receiver_by_hook(SmsAccount.objects.all(), hook, "SMS account")
+        account = receiver_by_hook(SmsAccount, hook, "SMS account")
         document = self._document(request)
         body, content_type = inbox.storable_body(request.body, request.content_type, document)
         provider = providers.get(account.provider)

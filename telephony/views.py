@@ -26,7 +26,7 @@ class PbxWebhookView(InboundEndpoint):
     parser_classes: list = []
 
     def post(self, request: Request, hook: str, subpath: str = "") -> HttpResponse:
-        connection = receiver_by_hook(PbxConnection.objects.all(), hook, "PBX connection")
+        connection = receiver_by_hook(PbxConnection, hook, "PBX connection")
         webhook = Webhook(
             _storable_path(subpath),
             request.body,
