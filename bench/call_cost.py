@@ -4,7 +4,7 @@ Setup: a standard-plan portal on the live fake (rate limit off), a Mango connect
 extension 101 -> user 11, Django in this process on the bench database with DEBUG off.
 No gunicorn or Celery: the functions measured are the ones those processes run: the
 webhook view (through Django's test client: middleware, lookup, signature check, insert),
-`bitrixapp.inbox.process` (what the `calls` worker runs for a stored event) and
+`bitrixapp.inbox.drain` (what the `calls` worker runs for a connection's stored events) and
 `bitrixapp.outbox.dispatch` (the dispatcher). So the figures leave out the broker hops and
 the HTTP server, and they are not disturbed by them.
 
@@ -14,7 +14,7 @@ the HTTP server, and they are not disturbed by them.
   wall: `time.perf_counter()` (PostgreSQL round trips included). Medians of several rounds.
 - ack: ACKS ringing webhooks, one at a time. Lone event: LONE events, each stored and then
   processed with nothing else waiting. Burst: BURSTS rounds of BURST ringing events stored,
-  then processed by one `inbox.process` (the first event's task takes the other 49).
+  then processed by one drain of the connection's lane (one step takes all 50).
 - Bulk settle: the dispatcher sends the 50 registers of a burst in one `batch`; the figure
   is the statements from locking the answered rows to the end of their settling transaction.
 - Memory: MEMORY_EVENTS ringing events in bursts of 50 (rows inserted directly, as the ack
@@ -49,6 +49,7 @@ TITLE = "what a call event costs: statements, CPU, memory (in-process)"
 MEMBER_ID = "bench-call-cost"
 ACKS, LONE, BURST, BURSTS = 200, 20, 50, 5
 MEMORY_EVENTS, MEMORY_WARMUP = 10_000, 1_000
+LANE_LABEL = PbxEvent._meta.label_lower  # the drain task's arguments: inbox and lane
 
 
 def measured(fn: Callable[[], Any]) -> tuple[int, float, float]:
@@ -112,8 +113,8 @@ def _measure(conn: Any, portal: Any, fake: Any) -> BenchResult:
     PbxEvent.objects.all().delete()
     lone = []
     for i in range(LONE):
-        [pk] = stored_rows(conn, 1, f"lone{i}")
-        lone.append(measured(lambda pk=pk: inbox.process(PbxEvent, pk)))
+        stored_rows(conn, 1, f"lone{i}")
+        lone.append(measured(lambda: inbox.drain(LANE_LABEL, conn.pk)))
     bursts, settles = [], []
     # The flag a queued dispatcher holds: no dispatch task is queued for the bursts' commands,
     # so no worker (one an earlier benchmark left behind is the likely culprit) can send them
@@ -121,8 +122,8 @@ def _measure(conn: Any, portal: Any, fake: Any) -> BenchResult:
     # once found its batch already sent.
     cache.set(outbox._kick_key(portal.pk), 1, timeout=3600)
     for i in range(BURSTS):
-        pks = stored_rows(conn, BURST, f"burst{i}")
-        bursts.append(measured(lambda pks=pks: inbox.process(PbxEvent, pks[0])))
+        stored_rows(conn, BURST, f"burst{i}")
+        bursts.append(measured(lambda: inbox.drain(LANE_LABEL, conn.pk)))
         settles.append(_settle_statements(portal))
     memory = _memory(conn)
     med = statistics.median
@@ -172,7 +173,7 @@ def _measure(conn: Any, portal: Any, fake: Any) -> BenchResult:
     result.notes += [
         f"{ACKS} acks, {LONE} lone events, {BURSTS} bursts of {BURST}; medians. Mango "
         f"`{RINGING}` events of distinct calls (bench connection, api_key {API_KEY!r}).",
-        "In-process: Django's test client for the ack, `inbox.process` and `outbox.dispatch` "
+        "In-process: Django's test client for the ack, `inbox.drain` and `outbox.dispatch` "
         "for the worker and the dispatcher, DEBUG off; no broker hop, no HTTP server. CPU is "
         "this process's alone (not PostgreSQL's); wall includes the PostgreSQL round trips.",
         "Bulk settle: statements from locking the answered rows to the end of their "
@@ -201,6 +202,6 @@ def _memory(conn: Any) -> tuple[float, float]:
     for n in range(0, MEMORY_EVENTS, BURST):
         if n == MEMORY_WARMUP:
             before = rss_mb()
-        pks = stored_rows(conn, BURST, f"mem{n}")
-        inbox.process(PbxEvent, pks[0])
+        stored_rows(conn, BURST, f"mem{n}")
+        inbox.drain(LANE_LABEL, conn.pk)
     return before, rss_mb()

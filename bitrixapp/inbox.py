@@ -24,11 +24,11 @@ own (their countdown); the sweeper kicks the lanes of rows left waiting (a lost 
 that outlived its drain).
 
 Bursts: an inbox may process the rows waiting together (same `batch_by` value, e.g. one PBX
-connection) in one transaction with its `handle_batch`. A lone row goes straight through
-its handler as before; a burst costs one transaction and a few statements in all instead of
-a transaction each. Each row keeps its own state, attempts and error; if the batch handler
-raises, the batch is undone and its rows are processed one by one, so one bad row never
-fails its neighbours.
+connection) in one transaction with its `handle_batch`; a drain hands it whatever waits, a
+lone row as a batch of one. A burst costs one transaction and a few statements in all
+instead of a transaction each. Each row keeps its own state, attempts and error; if the
+batch handler raises, the batch is undone and its rows are processed one by one, so one bad
+row never fails its neighbours.
 """
 
 from __future__ import annotations
@@ -265,10 +265,13 @@ def process(model: type[InboundRequest] | str | Inbox, pk: int) -> str | None:
 
 def drain(label: str, lane: Any, slice_s: float = DRAIN_SLICE_S) -> int:
     """Process the lane's waiting rows in id order for up to `slice_s`; returns how many rows
-    it started from (batch mates are processed with them).
+    it took.
 
-    While it runs the lane's flag stays set, so rows stored meanwhile queue no task: this loop
-    picks them up. After the slice it queues its continuation behind other work."""
+    Each step takes the next waiting rows the way a burst is taken: up to `batch_max` of them
+    (one for an inbox without a batch handler), locked, in one statement, and processes them
+    in one transaction. While it runs the lane's flag stays set, so rows stored meanwhile
+    queue no task: this loop picks them up. After the slice it queues its continuation behind
+    other work."""
     inbox = inbox_of(label)
     flag = _lane_flag(inbox, lane)
     cache.set(flag, 1, timeout=int(slice_s) + KICK_FLAG_S)
@@ -276,32 +279,64 @@ def drain(label: str, lane: Any, slice_s: float = DRAIN_SLICE_S) -> int:
     # Rows this drain took already: one left waiting (its processing broke before its attempt
     # was counted) is not taken again here; its retry task or the sweeper comes back to it.
     tried: set[int] = set()
-    while (pk := _next_waiting(inbox, lane, tried)) is not None:
-        if time.monotonic() >= deadline:
-            cache.delete(flag)
-            kick(inbox, lane)
-            return len(tried)
-        tried.add(pk)
-        process(inbox, pk)
+    while time.monotonic() < deadline:
+        taken = _drain_step(inbox, lane, tried)
+        tried.update(taken)
+        if len(taken) < _step_size(inbox):
+            break  # the lane had no more waiting: the last look below is enough
     cache.delete(flag)
-    # A row committed after our last look saw the flag still set and did not kick.
+    # More waiting after the slice, or a row committed after our last look (it saw the flag
+    # still set and did not kick): continue behind what is queued meanwhile.
     if _next_waiting(inbox, lane, tried) is not None:
         kick(inbox, lane)
     return len(tried)
 
 
-def _next_waiting(inbox: Inbox, lane: Any, tried: set[int]) -> int | None:
-    return (
-        inbox.model.objects.filter(
-            state=InboundRequest.State.RECEIVED,
-            next_attempt_at__lte=timezone.now(),
-            **{inbox.lane: lane},
-        )
-        .exclude(pk__in=tried)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-        .first()
+def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
+    """Take the lane's next waiting rows and process them; their ids ([] when none wait)."""
+    taken: list[int] = []
+    try:
+        with transaction.atomic():
+            rows = list(
+                _waiting(_locking(inbox, skip_locked=True), **{inbox.lane: lane})
+                .exclude(pk__in=tried)
+                .order_by("pk")[: _step_size(inbox)]
+            )
+            taken = [row.pk for row in rows]
+            if rows and inbox.handle_batch is not None:
+                _process_batch(inbox, rows)
+            elif rows:
+                _process_one(inbox, rows[0])
+    except Exception as exc:
+        # As in `process`: the transaction itself broke; count the attempts on their own.
+        log.exception("inbox %s: processing rows %s broke", inbox.label, taken)
+        for pk in taken:
+            _count_broken_attempt(inbox, pk, exc)
+    return taken
+
+
+def _step_size(inbox: Inbox) -> int:
+    return inbox.batch_max if inbox.handle_batch else 1
+
+
+def _waiting(rows: models.QuerySet, **where: Any) -> models.QuerySet:
+    return rows.filter(
+        state=InboundRequest.State.RECEIVED, next_attempt_at__lte=timezone.now(), **where
     )
+
+
+def _next_waiting(inbox: Inbox, lane: Any, tried: set[int]) -> int | None:
+    """A row of the lane still waiting for a drain. Rows another worker holds are skipped:
+    that worker closes them or schedules their retry, and a drain kicked for them would find
+    them locked too (and kick again until they are released)."""
+    with transaction.atomic():
+        return (
+            _waiting(inbox.model.objects.select_for_update(skip_locked=True), **{inbox.lane: lane})
+            .exclude(pk__in=tried)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
 
 
 # A handler ends a row early by raising one of these; the row's final state.
@@ -336,11 +371,9 @@ def _waiting_with(inbox: Inbox, row: InboundRequest) -> list[InboundRequest]:
     if inbox.handle_batch is None:
         return []
     return list(
-        _locking(inbox, skip_locked=True)
-        .filter(
+        _waiting(
+            _locking(inbox, skip_locked=True),
             **{inbox.batch_by: getattr(row, inbox.batch_by)},
-            state=InboundRequest.State.RECEIVED,
-            next_attempt_at__lte=timezone.now(),
         )
         .exclude(pk=row.pk)
         .order_by("pk")[: inbox.batch_max - 1]

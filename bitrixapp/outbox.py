@@ -203,8 +203,8 @@ def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
     deadline = time.monotonic() + slice_s
     portal = None
     while True:
-        portal = Portal.objects.filter(pk=portal_id).first()
-        if portal is None or not portal.can_send or not _has_ready(portal):
+        portal = _sending_portal(portal_id)
+        if portal is None or not portal.can_send or not portal.has_ready:
             break
         if time.monotonic() >= deadline:
             cache.delete(_kick_key(portal_id))
@@ -259,10 +259,18 @@ def _note_reachability(portal: Portal, outcome: Outcome) -> None:
             cache.set(f"{key}:until", time.time() + pause, timeout=int(pause) + 5)
 
 
-def _has_ready(portal: Portal) -> bool:
-    return B24Command.objects.filter(
-        portal=portal, state=State.PENDING, next_attempt_at__lte=timezone.now()
-    ).exists()
+def _sending_portal(portal_id: int) -> Portal | None:
+    """The portal, with whether a command of it may go now (`has_ready`), in one query; of its
+    tokens only the access token a request carries (each token loaded is a decrypt)."""
+    ready = B24Command.objects.filter(
+        portal=OuterRef("pk"), state=State.PENDING, next_attempt_at__lte=timezone.now()
+    )
+    rows = (
+        Portal.objects.defer("application_token", "refresh_token")
+        .annotate(has_ready=Exists(ready))
+        .filter(pk=portal_id)
+    )
+    return next(iter(rows[:1]), None)
 
 
 def _unblocked(portal: Portal) -> QuerySet[B24Command]:

@@ -161,6 +161,13 @@ def recorded_handler():
     del events.EVENT_HANDLERS["ONTESTLANE"]
 
 
+@pytest.fixture(autouse=True)
+def _empty_queue() -> None:
+    """Portal ids repeat from one test session to the next: drain tasks an earlier session
+    left in the queue would be counted as this test's."""
+    redis.Redis.from_url(settings.REDIS_URL).delete(inbox.inbox_of(BitrixEvent).queue)
+
+
 def drains(portal) -> list[tuple]:
     """The drain tasks for the portal's lane waiting in the real broker (Redis; nothing
     consumes the queue in these tests), oldest first, as (inbox label, lane)."""

@@ -39,6 +39,37 @@ def test_one_command_when_idle_is_one_plain_request(fake, make_portal):
     assert command.created_at <= command.sent_at <= command.finished_at
 
 
+def test_an_idle_command_costs_the_dispatcher_one_query_and_one_decrypt_before_its_claim(
+    fake, make_portal, monkeypatch
+):
+    """The dispatcher's start (issue 11): the portal and whether it has a command ready in
+    one query, with only the access token decrypted (the request carries nothing else)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from bitrixapp import crypto
+
+    portal, remote = make_portal()
+    command = outbox.enqueue(portal, "profile")
+    decrypted = []
+    real = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(1) or real(token))
+    claims = []
+    real_claim = outbox.claim
+    monkeypatch.setattr(
+        outbox,
+        "claim",
+        lambda *a, **k: claims.append((len(queries), len(decrypted))) or real_claim(*a, **k),
+    )
+    with CaptureQueriesContext(connection) as queries:
+        outbox.dispatch(portal.pk)
+    statements, decrypts = claims[0]
+    assert statements == 1, [q["sql"][:60] for q in queries][:statements]
+    assert 'FROM "bitrixapp_portal"' in queries[0]["sql"] and "EXISTS" in queries[0]["sql"]
+    assert decrypts == 1  # the access token
+    command.refresh_from_db()
+    assert command.state == State.DONE
+
+
 def test_many_commands_in_one_transaction_register_one_kick(
     fake, make_portal, django_capture_on_commit_callbacks
 ):
