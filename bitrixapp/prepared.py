@@ -114,16 +114,17 @@ def _from_db(
     connection = connections[db]
     converted = []
     for field, value in zip(fields, values, strict=True):
-        column = field.get_col(model._meta.db_table)
-        for convert in _converters(field, db):
+        column, converters = _conversion(field, db)
+        for convert in converters:
             value = convert(value, column, connection)
         converted.append(value)
     return model.from_db(db, [field.attname for field in fields], converted)
 
 
 @functools.cache
-def _converters(field: Any, db: str) -> tuple[Any, ...]:
-    """What Django's compiler applies to a column of this field (backend's, then field's)."""
+def _conversion(field: Any, db: str) -> tuple[Any, tuple[Any, ...]]:
+    """The column expression and the converters Django's compiler applies to this field's
+    values (the backend's, then the field's own)."""
     connection = connections[db]
     column = field.get_col(field.model._meta.db_table)
-    return (*connection.ops.get_db_converters(column), *field.get_db_converters(connection))
+    return column, (*connection.ops.get_db_converters(column), *field.get_db_converters(connection))

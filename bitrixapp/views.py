@@ -205,11 +205,10 @@ class EventsView(InboundEndpoint):
         portal = portal_for_event(
             text(form, "auth", "member_id"), text(form, "auth", "application_token")
         )
-        with transaction.atomic():
-            stored = events.store(portal, name, body, request.content_type, request.headers, form)
-            if name == "ONAPPUNINSTALL":
-                clean = text(form, "data", "CLEAN", required=False) == "1"
-                install.uninstall(portal, clean=clean)
+        if name == "ONAPPUNINSTALL":
+            return _uninstall_event(portal, body, request, form)
+        # One INSERT, its own transaction.
+        stored = events.store(portal, name, body, request.content_type, request.headers, form)
         return JsonResponse({"status": "accepted", "event_id": stored.pk})
 
     @staticmethod
@@ -219,6 +218,18 @@ class EventsView(InboundEndpoint):
         if len(name) > EVENT_NAME_MAX:
             raise bad_request(f"event is longer than {EVENT_NAME_MAX} characters", field="event")
         return name
+
+
+def _uninstall_event(
+    portal: Portal, body: bytes, request: Request, form: dict[str, Any]
+) -> JsonResponse:
+    """The event is kept if and only if the uninstall is done."""
+    with transaction.atomic():
+        stored = events.store(
+            portal, "ONAPPUNINSTALL", body, request.content_type, request.headers, form
+        )
+        install.uninstall(portal, clean=text(form, "data", "CLEAN", required=False) == "1")
+    return JsonResponse({"status": "accepted", "event_id": stored.pk})
 
 
 @csrf_exempt  # posted from the app page in the Bitrix24 iframe, which has no CSRF cookie

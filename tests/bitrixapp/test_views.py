@@ -209,6 +209,27 @@ def test_event_is_stored_without_secrets_and_answered(client, installed):
     assert "apptok" not in json.dumps(stored.payload)
 
 
+def test_an_event_costs_its_acknowledgement_two_statements_and_one_decrypt(
+    client, installed, monkeypatch
+):
+    """Issue 11: the portal by member_id (SQL written once, only the application token
+    decrypted) and the INSERT; no transaction of its own around one statement."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bitrixapp import crypto
+
+    decrypted = []
+    real = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(1) or real(token))
+    with CaptureQueriesContext(connection) as queries:
+        assert client.post("/bitrix/events/", event(CALL_ID="c1")).status_code == 200
+    sql = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(sql) == 2, sql
+    assert sql[0].startswith("SELECT") and sql[1].startswith('INSERT INTO "bitrixapp_bitrixevent"')
+    assert len(decrypted) == 1
+
+
 def test_event_with_wrong_application_token_is_403_and_not_stored(client, installed):
     response = client.post("/bitrix/events/", event(app_token="forged"))
     assert response.status_code == 403
