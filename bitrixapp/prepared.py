@@ -2,7 +2,7 @@
 
 Django's ORM compiles a query anew on every call: for a `select_related().defer().filter()`
 lookup the select list, the join and the deferred columns, for `create()` the insert's
-columns and values. On a webhook acknowledgement that compiling was two thirds of the CPU.
+columns and values. On a webhook acknowledgement that compiling was over half of the CPU.
 Here the SQL is written once per model (identifiers from the model's metadata, values always
 parameters) and the rows are read and written the way Django does it: every field's database
 converters on the way out, `pre_save` and `get_db_prep_save` on the way in. Works on
