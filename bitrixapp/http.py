@@ -17,7 +17,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
 from rest_framework import exceptions, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -246,10 +246,13 @@ class JsonErrorsMiddleware:
                 },
                 status=400,
             )
-        if request.method not in ("GET", "HEAD") and not _routed(request.path_info):
-            # Django would redirect to the path with a slash, dropping the body (or raise
-            # under DEBUG): the sender should learn the right URL instead.
-            return _no_endpoint(request.path_info)
+        if request.method not in ("GET", "HEAD"):
+            match = resolved(request.path_info)
+            if match is None:
+                # Django would redirect to the path with a slash, dropping the body (or
+                # raise under DEBUG): the sender should learn the right URL instead.
+                return _no_endpoint(request.path_info)
+            request.resolver_match = match  # resolved once (ServerEndpointsMiddleware)
         response = self.get_response(request)
         if response.status_code >= 400 and not _is_json(response):
             return _json_error(response)
@@ -264,11 +267,15 @@ def _no_endpoint(path: str) -> JsonResponse:
 
 
 def _routed(path: str) -> bool:
+    return resolved(path) is not None
+
+
+def resolved(path: str) -> ResolverMatch | None:
+    """The view a path leads to, None when none does."""
     try:
-        resolve(path)
+        return resolve(path)
     except Resolver404:
-        return False
-    return True
+        return None
 
 
 def _is_json(response: HttpResponse) -> bool:

@@ -117,6 +117,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Webhooks answered 503 + Retry-After while PostgreSQL is down (senders retry).
     "bitrixapp.middleware.DatabaseUnavailableMiddleware",
+    # PBX webhooks, Bitrix24 events, the SMS handler and delivery reports stop here: the
+    # middleware below serves people's pages only.
+    "bitrixapp.middleware.ServerEndpointsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Russian or English: the app page takes Bitrix24's LANG (bitrixapp.app_page), every other

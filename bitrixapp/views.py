@@ -30,6 +30,7 @@ from bitrixapp.http import (
     not_found,
     text,
 )
+from bitrixapp.middleware import server_endpoint
 from bitrixapp.models import BitrixEvent, BitrixUser, Portal
 from bitrixapp.webhooks import check_application_token, portal_for_event
 
@@ -196,6 +197,8 @@ def _frame_ancestors(portal: Portal) -> str:
 class EventsView(InboundEndpoint):
     """POST /bitrix/events/: every event the app is bound to."""
 
+    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
+
     def post(self, request: Request) -> HttpResponse:
         body = request.body  # read before the form: kept (tokens masked) as the stored event
         form = self.form(request)
@@ -262,10 +265,12 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
+@server_endpoint
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+@server_endpoint
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _check_database(), "broker": _check_broker()}
     ok = all(v == "ok" for v in checks.values())

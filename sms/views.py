@@ -31,6 +31,8 @@ def _kind(content_type: str) -> str:
 class SmsSendView(InboundEndpoint):
     """Bitrix24's messageservice HANDLER call: form fields or JSON (both are seen)."""
 
+    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
+
     def post(self, request: Request, hook: str) -> HttpResponse:
         sender = receiver_by_hook(
             SmsSender, hook, "SMS sender", portal_secrets=["application_token"]
@@ -82,6 +84,8 @@ def _keep(
 
 class SmsReportView(InboundEndpoint):
     """The gateway's delivery reports: a JSON object, a JSON array of them, or form fields."""
+
+    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
 
     def post(self, request: Request, hook: str) -> HttpResponse:
         account = receiver_by_hook(SmsAccount, hook, "SMS account")

@@ -22,6 +22,7 @@ SOURCE_MAX = PbxEvent._meta.get_field("source").max_length
 
 
 class PbxWebhookView(InboundEndpoint):
+    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
     # The provider reads the raw bytes (signatures are byte-exact): DRF never parses them.
     parser_classes: list = []
 

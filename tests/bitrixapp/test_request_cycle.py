@@ -1,0 +1,53 @@
+"""The lean request cycle of the endpoints other servers call (ServerEndpointsMiddleware):
+their view runs without the middleware of people's pages, and answers as before."""
+
+import socket
+
+import pytest
+from django.db import connection
+
+pytestmark = pytest.mark.django_db
+
+FORM = "application/x-www-form-urlencoded"
+EVENT = {
+    "event": "ONEXTERNALCALLSTART",
+    "auth[member_id]": "nobody",
+    "auth[application_token]": "whatever",
+}
+# What the skipped middleware adds to every answer it sees: the page's language
+# (LocaleMiddleware) and the frame ban (XFrameOptionsMiddleware).
+PAGE_HEADERS = ("Content-Language", "X-Frame-Options")
+
+
+def test_server_endpoints_skip_the_middleware_of_pages(client):
+    webhook = client.post("/bitrix/events/", EVENT, HTTP_ACCEPT_LANGUAGE="ru")
+    health = client.get("/healthz", HTTP_ACCEPT_LANGUAGE="ru")
+    page = client.get("/", HTTP_ACCEPT_LANGUAGE="ru")
+
+    assert webhook.status_code == 404  # no such portal: the view ran
+    assert webhook.json()["error"] == "not_found"
+    for answer in (webhook, health):
+        assert not [name for name in PAGE_HEADERS if answer.has_header(name)]
+        assert answer["Content-Length"] == str(len(answer.content))
+    assert page["Content-Language"] == "ru"
+    assert page["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_endpoint_answers_503_while_the_database_is_unreachable(client):
+    """The view is called from the middleware, so DatabaseUnavailableMiddleware's
+    process_exception never sees its exceptions: the lean cycle answers 503 itself."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nothing_listens = closed.getsockname()[1]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = nothing_listens
+    try:
+        response = client.post("/bitrix/events/", EVENT)
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["error"] == "unavailable"
