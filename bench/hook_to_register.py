@@ -26,7 +26,6 @@ drain.
 Targets (issue 11): 50 at once p50 <= 150 ms, p99 <= 300 ms; an idle single call p50 <= 30 ms.
 """
 
-import http.client
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,11 +42,10 @@ from bench.mango import (
     hook_path,
     mango_connection,
     new_entry_id,
-    post,
     ringing_now,
     server_env_extra,
 )
-from bench.openloop import percentile
+from bench.openloop import Connection, Request, percentile, request_bytes
 from bench.portals import connected_portal, fake_bitrix24
 from bench.procs import LAYOUT, Gunicorn, celery_workers, wait_until
 from bench.report import BenchResult
@@ -194,12 +192,13 @@ def _post_together(
     netloc = server_url.removeprefix("http://")
 
     def send(i: int) -> None:
-        conn = http.client.HTTPConnection(netloc, timeout=GIVE_UP_S)
+        conn = Connection(netloc, timeout=GIVE_UP_S)  # connects at the first exchange
+        data = request_bytes(netloc, Request(base + hooks[i].path, hooks[i].body))
         barrier.wait()
         t0 = time.monotonic()
         try:
-            status, _ = post(conn, base, hooks[i])
-        except (OSError, http.client.HTTPException):
+            status = conn.exchange(data)
+        except (OSError, ValueError):
             status = 0
         results[i] = (t0, time.monotonic(), status)
         conn.close()
