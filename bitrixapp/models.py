@@ -106,6 +106,15 @@ class Portal(models.Model):
     def endpoint_host(url: str) -> str:
         return urlsplit(url).netloc
 
+    # Its tokens, each a Fernet decrypt when a row is loaded: the paths every call event or
+    # inbound request takes load only those they use (`Portal.secrets_except`).
+    SECRETS = ("application_token", "access_token", "refresh_token")
+
+    @classmethod
+    def secrets_except(cls, *used: str) -> tuple[str, ...]:
+        """The token fields to leave deferred on a path that uses only `used`."""
+        return tuple(name for name in cls.SECRETS if name not in used)
+
 
 class B24Command(models.Model):
     """One Bitrix24 REST call the app wants made: the outbox row the dispatcher sends.

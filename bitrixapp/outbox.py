@@ -266,7 +266,7 @@ def _sending_portal(portal_id: int) -> Portal | None:
         portal=OuterRef("pk"), state=State.PENDING, next_attempt_at__lte=timezone.now()
     )
     rows = (
-        Portal.objects.defer("application_token", "refresh_token")
+        Portal.objects.defer(*Portal.secrets_except("access_token"))
         .annotate(has_ready=Exists(ready))
         .filter(pk=portal_id)
     )

@@ -72,11 +72,7 @@ def _load_policy(connection: PbxConnection) -> Policy:
 
 # The portal's tokens: the worker never needs them to turn events into commands (the
 # dispatcher loads the portal itself), and each one loaded is a Fernet decrypt.
-PORTAL_SECRETS = (
-    "connection__portal__application_token",
-    "connection__portal__access_token",
-    "connection__portal__refresh_token",
-)
+PORTAL_SECRETS = tuple(f"connection__portal__{name}" for name in Portal.SECRETS)
 
 
 def event_rows(rows: QuerySet[PbxEvent]) -> QuerySet[PbxEvent]:
