@@ -261,13 +261,9 @@ class JsonErrorsMiddleware:
 
 def _no_endpoint(path: str) -> JsonResponse:
     detail = f"no endpoint at {storable.shorten(path)}"
-    if _routed(path + "/"):
+    if resolved(path + "/") is not None:
         detail += f"; did you mean {storable.shorten(path)}/ (with the trailing slash)?"
     return JsonResponse({"error": "not_found", "detail": detail}, status=404)
-
-
-def _routed(path: str) -> bool:
-    return resolved(path) is not None
 
 
 def resolved(path: str) -> ResolverMatch | None:

@@ -194,10 +194,9 @@ def _frame_ancestors(portal: Portal) -> str:
     return f"frame-ancestors {scheme}://{portal.domain}"
 
 
+@server_endpoint
 class EventsView(InboundEndpoint):
     """POST /bitrix/events/: every event the app is bound to."""
-
-    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
 
     def post(self, request: Request) -> HttpResponse:
         body = request.body  # read before the form: kept (tokens masked) as the stored event

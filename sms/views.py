@@ -15,6 +15,7 @@ from rest_framework.request import Request
 
 from bitrixapp import inbox, storable
 from bitrixapp.http import ApiError, InboundEndpoint, bad_request, text
+from bitrixapp.middleware import server_endpoint
 from bitrixapp.webhooks import check_application_token, receiver_by_hook
 from sms import providers
 from sms.models import SmsAccount, SmsDeliveryReport, SmsHandlerCall, SmsSender
@@ -28,10 +29,9 @@ def _kind(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
 
 
+@server_endpoint
 class SmsSendView(InboundEndpoint):
     """Bitrix24's messageservice HANDLER call: form fields or JSON (both are seen)."""
-
-    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
 
     def post(self, request: Request, hook: str) -> HttpResponse:
         sender = receiver_by_hook(
@@ -82,10 +82,9 @@ def _keep(
     )
 
 
+@server_endpoint
 class SmsReportView(InboundEndpoint):
     """The gateway's delivery reports: a JSON object, a JSON array of them, or form fields."""
-
-    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
 
     def post(self, request: Request, hook: str) -> HttpResponse:
         account = receiver_by_hook(SmsAccount, hook, "SMS account")

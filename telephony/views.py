@@ -12,6 +12,7 @@ from rest_framework.request import Request
 
 from bitrixapp import inbox, storable
 from bitrixapp.http import ApiError, InboundEndpoint, bad_request
+from bitrixapp.middleware import server_endpoint
 from bitrixapp.webhooks import receiver_by_hook
 from telephony import alerts, providers
 from telephony.models import PbxConnection, PbxEvent
@@ -21,8 +22,8 @@ State = PbxEvent.State
 SOURCE_MAX = PbxEvent._meta.get_field("source").max_length
 
 
+@server_endpoint
 class PbxWebhookView(InboundEndpoint):
-    server_endpoint = True  # the lean request cycle (bitrixapp.middleware)
     # The provider reads the raw bytes (signatures are byte-exact): DRF never parses them.
     parser_classes: list = []
 
