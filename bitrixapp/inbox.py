@@ -33,6 +33,7 @@ row never fails its neighbours.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -122,11 +123,6 @@ Handler = Callable[[Any], str]  # (locked row) -> the final state: PROCESSED or 
 # (locked rows, in id order) -> each row's outcome: a final state (PROCESSED or IGNORED) or
 # the Rejected / Permanent / Ignored it ended with. Raising anything undoes the whole batch.
 BatchHandler = Callable[[list[Any]], dict[int, "str | Exception"]]
-RowsQuery = Callable[[models.QuerySet], models.QuerySet]
-
-
-def _as_is(rows: models.QuerySet) -> models.QuerySet:
-    return rows
 
 
 @dataclass(frozen=True)
@@ -137,9 +133,11 @@ class Inbox:
     max_attempts: int = 5
     backoff_s: float = 5.0  # first retry; doubles per attempt
     backoff_max_s: float = 600.0
-    # How the worker loads rows, e.g. with their related objects in the same query (only
-    # the row itself is locked).
-    rows: RowsQuery = _as_is
+    # How the worker loads rows: with the related objects along these foreign-key paths in
+    # the same query ("connection", "connection__portal"; only the row itself is locked),
+    # leaving these fields of them deferred ("connection__portal__refresh_token").
+    related: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = ()
     # Bursts: rows with the same value of this field are processed together by handle_batch,
     # which may set `batch_fields` on them besides the state.
     batch_by: str = ""
@@ -297,11 +295,8 @@ def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
     taken: list[int] = []
     try:
         with transaction.atomic():
-            rows = list(
-                _waiting(_locking(inbox, skip_locked=True), **{inbox.lane: lane})
-                .exclude(pk__in=tried)
-                .order_by("pk")[: _step_size(inbox)]
-            )
+            state, now = InboundRequest.State.RECEIVED, timezone.now()
+            rows = _lane_rows(inbox).take([lane, state, now], _step_size(inbox), tried)
             taken = [row.pk for row in rows]
             if rows and inbox.handle_batch is not None:
                 _process_batch(inbox, rows)
@@ -313,6 +308,30 @@ def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
         for pk in taken:
             _count_broken_attempt(inbox, pk, exc)
     return taken
+
+
+@functools.cache
+def _lane_rows(inbox: Inbox) -> prepared.WaitingRows:
+    """The drain step's statement, written once per inbox: the lane's waiting rows, locked
+    with SKIP LOCKED, as `_waiting(_locking(...))` would select them. The ORM compiled it
+    anew every step: a third of a lone event's processing CPU."""
+    return prepared.WaitingRows(
+        inbox.model,
+        equal=[inbox.lane, "state"],
+        not_after="next_attempt_at",
+        related=inbox.related,
+        skip=inbox.deferred,
+    )
+
+
+@functools.cache
+def _lane_ids(inbox: Inbox) -> prepared.WaitingRows:
+    """As `_lane_rows`, only the ids."""
+    meta = inbox.model._meta
+    others = [f.attname for f in meta.concrete_fields if not f.primary_key]
+    return prepared.WaitingRows(
+        inbox.model, equal=[inbox.lane, "state"], not_after="next_attempt_at", skip=others
+    )
 
 
 def _step_size(inbox: Inbox) -> int:
@@ -328,15 +347,11 @@ def _waiting(rows: models.QuerySet, **where: Any) -> models.QuerySet:
 def _next_waiting(inbox: Inbox, lane: Any, tried: set[int]) -> int | None:
     """A row of the lane still waiting for a drain. Rows another worker holds are skipped:
     that worker closes them or schedules their retry, and a drain kicked for them would find
-    them locked too (and kick again until they are released)."""
-    with transaction.atomic():
-        return (
-            _waiting(inbox.model.objects.select_for_update(skip_locked=True), **{inbox.lane: lane})
-            .exclude(pk__in=tried)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-            .first()
-        )
+    them locked too (and kick again until they are released). One statement outside any
+    transaction: its SKIP LOCKED looks past held rows and keeps no lock."""
+    state, now = InboundRequest.State.RECEIVED, timezone.now()
+    rows = _lane_ids(inbox).take([lane, state, now], 1, tried)
+    return rows[0].pk if rows else None
 
 
 # A handler ends a row early by raising one of these; the row's final state.
@@ -363,7 +378,10 @@ def _process(inbox: Inbox, pk: int) -> str | None:
 
 
 def _locking(inbox: Inbox, **options: Any) -> models.QuerySet:
-    return inbox.rows(inbox.model.objects.select_for_update(of=("self",), **options))
+    rows = inbox.model.objects.select_for_update(of=("self",), **options)
+    if inbox.related:  # select_related() with no path would follow every foreign key
+        rows = rows.select_related(*inbox.related).defer(*inbox.deferred)
+    return rows
 
 
 def _waiting_with(inbox: Inbox, row: InboundRequest) -> list[InboundRequest]:

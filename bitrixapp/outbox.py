@@ -226,10 +226,7 @@ def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
 
 def _end_run(portal_id: int, portal: Portal | None) -> None:
     cache.delete(_kick_key(portal_id))
-    # A command committed after our last look saw the flag still set and was not kicked.
-    if portal is not None and portal.can_send and _claimable(portal).exists():
-        kick(portal_id)
-    _schedule_wakeup(portal)
+    _schedule_next(portal)
 
 
 def _kick_key(portal_id: int) -> str:
@@ -286,24 +283,26 @@ def _unblocked(portal: Portal) -> QuerySet[B24Command]:
     )
 
 
-def _claimable(portal: Portal) -> QuerySet[B24Command]:
-    return _unblocked(portal).filter(next_attempt_at__lte=timezone.now())
-
-
-def _schedule_wakeup(portal: Portal | None) -> None:
-    """Commands waiting on a backoff or a method pause get a timed dispatcher run, at the
-    time the first of them that heads its owner's lane may go."""
+def _schedule_next(portal: Portal | None) -> None:
+    """One look, after the run's flag is cleared, at the first command that heads its
+    owner's lane: one that may go now was committed after our last look (it saw the flag
+    still set and was not kicked): kick; one waiting on a backoff or a method pause gets a
+    timed run at its time."""
     if portal is None or not portal.can_send:
         return
-    nxt = (
+    first = (
         _unblocked(portal)
-        .filter(next_attempt_at__gt=timezone.now())
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()
     )
-    if nxt is not None:
-        kick(portal.pk, countdown=max(0.05, (nxt - timezone.now()).total_seconds()))
+    if first is None:
+        return
+    wait = (first - timezone.now()).total_seconds()
+    if wait <= 0:
+        kick(portal.pk)
+    else:
+        kick(portal.pk, countdown=max(0.05, wait))
 
 
 def claim(portal: Portal, limit: int | None = None) -> list[B24Command]:

@@ -1,4 +1,5 @@
-"""Statements written once per model, for the path of every inbound request.
+"""Statements written once per model, for the path of every inbound request and the step
+with which a worker takes a lane's waiting rows.
 
 Django's ORM compiles a query anew on every call: for a `select_related().defer().filter()`
 lookup the select list, the join and the deferred columns, for `create()` the insert's
@@ -16,6 +17,76 @@ from typing import Any
 from django.db import connections, models, router
 
 
+class _Joined:
+    """The SELECT list and FROM clause of a model's rows with foreign-key rows attached along
+    `related` paths ("connection", "connection__portal"), as `select_related` attaches them;
+    fields in `skip` (full paths: "connection__portal__refresh_token") are left deferred."""
+
+    def __init__(
+        self, model: type[models.Model], related: Sequence[str] = (), skip: Iterable[str] = ()
+    ) -> None:
+        self.model = model
+        self.db = router.db_for_read(model)
+        skip = set(skip)
+        # (path, model, loaded fields, alias of the parent part, the foreign key to it)
+        self.parts: list[tuple[str, type[models.Model], tuple[Any, ...], int, Any]] = [
+            ("", model, _loaded_fields(model, _skipped(skip, "")), -1, None)
+        ]
+        for path in sorted(related, key=lambda p: p.count("__")):
+            parent_path, _, name = path.rpartition("__")
+            parent = next(i for i, part in enumerate(self.parts) if part[0] == parent_path)
+            fk = self.parts[parent][1]._meta.get_field(name)
+            target = fk.related_model
+            self.parts.append(
+                (path, target, _loaded_fields(target, _skipped(skip, path)), parent, fk)
+            )
+
+    def select_from(self) -> str:
+        quote = connections[self.db].ops.quote_name
+        columns = ", ".join(
+            f"t{n}.{quote(field.column)}"
+            for n, (_, _, fields, _, _) in enumerate(self.parts)
+            for field in fields
+        )
+        tables = f"{quote(self.model._meta.db_table)} t0"
+        for n, (_, model, _, parent, fk) in enumerate(self.parts[1:], start=1):
+            join = "LEFT OUTER JOIN" if fk.null else "JOIN"
+            tables += (
+                f" {join} {quote(model._meta.db_table)} t{n}"
+                f" ON t{n}.{quote(model._meta.pk.column)} = t{parent}.{quote(fk.column)}"
+            )
+        return f"SELECT {columns} FROM {tables}"  # noqa: S608 (identifiers from the models)
+
+    def instance(self, values: Sequence[Any]) -> Any:
+        """The row's instance with its related instances attached."""
+        instances: list[Any] = []
+        start = 0
+        for _, model, fields, parent, fk in self.parts:
+            end = start + len(fields)
+            own = values[start:end]
+            start = end
+            if parent >= 0 and instances[parent] is None:
+                instances.append(None)  # below a missing (nullable) related row
+                continue
+            related = None
+            if parent < 0 or own[0] is not None:  # a LEFT JOIN's missing row: all NULL
+                related = _from_db(self.db, model, fields, own)
+            if parent >= 0:
+                setattr(instances[parent], fk.name, related)
+            instances.append(related)
+        return instances[0]
+
+
+def _skipped(skip: set[str], path: str) -> set[str]:
+    """The names in `skip` that are fields of the part at `path`."""
+    prefix = f"{path}__" if path else ""
+    return {
+        name.removeprefix(prefix)
+        for name in skip
+        if name.startswith(prefix) and "__" not in name.removeprefix(prefix)
+    }
+
+
 class RowLookup:
     """One row by a unique column, optionally with one foreign-key row attached as
     `select_related` would attach it; fields in `skip` are left deferred (loaded on access)."""
@@ -27,50 +98,74 @@ class RowLookup:
         skip: Iterable[str] = (),
         join: tuple[str, type[models.Model], Iterable[str]] | None = None,
     ) -> None:
-        self.model, self.key = model, model._meta.get_field(key)
-        self.db = router.db_for_read(model)
-        self.parts = [(model, _loaded_fields(model, skip))]
-        self.relation = None
+        self.key = model._meta.get_field(key)
+        related, skip = [], list(skip)
         if join is not None:
-            self.relation, related, related_skip = join
-            self.parts.append((related, _loaded_fields(related, related_skip)))
-        self.sql = self._sql()
-
-    def _sql(self) -> str:
-        quote = connections[self.db].ops.quote_name
-        columns = ", ".join(
-            f"t{n}.{quote(field.column)}"
-            for n, (_, fields) in enumerate(self.parts)
-            for field in fields
-        )
-        tables = f"{quote(self.model._meta.db_table)} t0"
-        if self.relation is not None:
-            fk = self.model._meta.get_field(self.relation)
-            related = self.parts[1][0]._meta
-            tables += (
-                f" JOIN {quote(related.db_table)} t1"
-                f" ON t1.{quote(related.pk.column)} = t0.{quote(fk.column)}"
-            )
-        where = f"t0.{quote(self.key.column)} = %s"
+            relation, _, related_skip = join
+            related = [relation]
+            skip += [f"{relation}__{name}" for name in related_skip]
+        self.rows = _Joined(model, related, skip)
+        quote = connections[self.rows.db].ops.quote_name
         # Identifiers from the models, quoted; the value is a parameter.
-        return f"SELECT {columns} FROM {tables} WHERE {where} LIMIT 1"  # noqa: S608
+        self.sql = f"{self.rows.select_from()} WHERE t0.{quote(self.key.column)} = %s LIMIT 1"
 
     def get(self, value: object) -> Any:
         """The row whose key column equals `value`, or None."""
-        connection = connections[self.db]
+        connection = connections[self.rows.db]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [self.key.get_db_prep_value(value, connection)])
             values = cursor.fetchone()
-        if values is None:
-            return None
-        instances, start = [], 0
-        for model, fields in self.parts:
-            end = start + len(fields)
-            instances.append(_from_db(self.db, model, fields, values[start:end]))
-            start = end
-        if self.relation is not None:
-            setattr(instances[0], self.relation, instances[1])
-        return instances[0]
+        return None if values is None else self.rows.instance(values)
+
+
+class WaitingRows:
+    """The next rows of a queue table that wait in one lane, in id order, locked with SKIP
+    LOCKED where the database can (only the rows themselves, not the related ones): what the
+    inbox's drain takes each step. The conditions are equalities and one "not after now"."""
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        equal: Sequence[str],
+        not_after: str,
+        related: Sequence[str] = (),
+        skip: Iterable[str] = (),
+    ) -> None:
+        self.rows = _Joined(model, related, skip)
+        meta = model._meta
+        self.fields = [meta.get_field(name) for name in (*equal, not_after)]
+        connection = connections[self.rows.db]
+        quote = connection.ops.quote_name
+        where = [f"t0.{quote(f.column)} = %s" for f in self.fields[:-1]]
+        where.append(f"t0.{quote(self.fields[-1].column)} <= %s")
+        self._where = " AND ".join(where)
+        self._pk = f"t0.{quote(meta.pk.column)}"
+        features = connection.features
+        self._lock = ""
+        if features.has_select_for_update_skip_locked and features.has_select_for_update_of:
+            self._lock = " FOR UPDATE OF t0 SKIP LOCKED"
+
+    @functools.cache  # noqa: B019 (a handful of instances living as long as the process)
+    def _sql(self, excluded: int, limit: int) -> str:
+        where = self._where
+        if excluded:
+            where += f" AND NOT ({self._pk} IN ({', '.join(['%s'] * excluded)}))"
+        return (
+            f"{self.rows.select_from()} WHERE {where} ORDER BY {self._pk} LIMIT {int(limit)}"
+            f"{self._lock}"
+        )
+
+    def take(self, values: Sequence[Any], limit: int, exclude: Iterable[int] = ()) -> list[Any]:
+        """Up to `limit` rows whose fields equal `values` (the last one: not after it), in id
+        order, leaving out the ids in `exclude`."""
+        connection = connections[self.rows.db]
+        exclude = sorted(exclude)
+        params = [
+            f.get_db_prep_value(v, connection) for f, v in zip(self.fields, values, strict=True)
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(self._sql(len(exclude), limit), [*params, *exclude])
+            return [self.rows.instance(row) for row in cursor.fetchall()]
 
 
 def insert(row: models.Model) -> None:

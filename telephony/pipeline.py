@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from bitrixapp import bulk, inbox, jobs, outbox
@@ -70,14 +69,11 @@ def _load_policy(connection: PbxConnection) -> Policy:
 
 # ---------------------------------------------------------------- processing stored events
 
-# The portal's tokens: the worker never needs them to turn events into commands (the
+# How the inbox loads stored events: with their connection and portal, in one query; of
+# the portal not its tokens: the worker never needs them to turn events into commands (the
 # dispatcher loads the portal itself), and each one loaded is a Fernet decrypt.
+EVENT_RELATED = ("connection", "connection__portal")
 PORTAL_SECRETS = tuple(f"connection__portal__{name}" for name in Portal.SECRETS)
-
-
-def event_rows(rows: QuerySet[PbxEvent]) -> QuerySet[PbxEvent]:
-    """How the inbox loads stored events: with their connection and portal, in one query."""
-    return rows.select_related("connection__portal").defer(*PORTAL_SECRETS)
 
 
 def handle(row: PbxEvent) -> str:

@@ -70,6 +70,24 @@ def test_an_idle_command_costs_the_dispatcher_one_query_and_one_decrypt_before_i
     assert command.state == State.DONE
 
 
+def test_an_idle_run_ends_with_one_look_after_its_flag_is_cleared(fake, make_portal):
+    """After the send: the portal again (nothing ready), then one statement that both finds
+    a command committed after that look and times the run for one waiting on a backoff."""
+    from django.test.utils import CaptureQueriesContext
+
+    portal, remote = make_portal()
+    outbox.enqueue(portal, "profile")
+    with CaptureQueriesContext(connection) as queries:
+        outbox.dispatch(portal.pk)
+    sql = [q["sql"] for q in queries]
+    # In the test's transaction the settle's commit is a savepoint's release.
+    settled = max(i for i, s in enumerate(sql) if s.startswith(("COMMIT", "RELEASE")))
+    after = sql[settled + 1 :]
+    assert len(after) == 2, after
+    assert 'FROM "bitrixapp_portal"' in after[0]
+    assert after[1].startswith('SELECT "bitrixapp_b24command"."next_attempt_at"')
+
+
 def test_many_commands_in_one_transaction_register_one_kick(
     fake, make_portal, django_capture_on_commit_callbacks
 ):

@@ -1,7 +1,10 @@
 """SQL written once per model (bitrixapp.prepared): the same rows and instances as the ORM."""
 
+from datetime import timedelta
+
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
 
 from bitrixapp import prepared
 from bitrixapp.models import Portal
@@ -43,3 +46,77 @@ def test_insert_sets_the_key_and_the_defaults_and_refuses_a_duplicate(make_porta
     twice = PbxEvent(portal=portal, connection=conn, source="events/call", dedupe_key="d1")
     with pytest.raises(IntegrityError), transaction.atomic():  # the inbox's duplicate check
         prepared.insert(twice)
+
+
+def waiting_events() -> prepared.WaitingRows:
+    return prepared.WaitingRows(
+        PbxEvent,
+        equal=["connection_id", "state"],
+        not_after="next_attempt_at",
+        related=["connection", "connection__portal"],
+        skip=["connection__portal__refresh_token"],
+    )
+
+
+def stored_events(portal, n: int) -> tuple[PbxConnection, list[PbxEvent]]:
+    conn = PbxConnection.objects.create(
+        portal=portal, name="Office", provider="mango", credentials={"api_key": "k"}
+    )
+    rows = [
+        PbxEvent.objects.create(portal=portal, connection=conn, source="s", dedupe_key=f"d{i}")
+        for i in range(n)
+    ]
+    return conn, rows
+
+
+def test_waiting_rows_are_what_the_orm_selects_with_their_related_rows(make_portal):
+    portal, _ = make_portal()
+    conn, rows = stored_events(portal, 4)
+    PbxEvent.objects.filter(pk=rows[1].pk).update(state=PbxEvent.State.PROCESSED)
+    PbxEvent.objects.filter(pk=rows[2].pk).update(next_attempt_at=timezone.now() + timedelta(1))
+    took = waiting_events().take([conn.pk, "received", timezone.now()], 10)
+    orm = (
+        PbxEvent.objects.filter(
+            connection=conn, state="received", next_attempt_at__lte=timezone.now()
+        )
+        .select_related("connection__portal")
+        .order_by("pk")
+    )
+    assert [concrete_values(r) for r in took] == [concrete_values(r) for r in orm]
+    assert [r.pk for r in took] == [rows[0].pk, rows[3].pk]  # waiting, in id order
+    first = took[0]
+    assert concrete_values(first.connection) == concrete_values(conn)
+    assert first.connection.credentials == {"api_key": "k"}
+    assert first.connection.portal.get_deferred_fields() == {"refresh_token"}
+    assert first.connection.portal.access_token == portal.access_token
+    # The limit, and ids left out (rows a drain took already).
+    assert [r.pk for r in waiting_events().take([conn.pk, "received", timezone.now()], 1)] == [
+        rows[0].pk
+    ]
+    left = waiting_events().take([conn.pk, "received", timezone.now()], 10, {rows[0].pk})
+    assert [r.pk for r in left] == [rows[3].pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiting_rows_skip_a_row_another_connection_holds(make_portal):
+    portal, _ = make_portal()
+    conn, rows = stored_events(portal, 3)
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:  # another worker has taken the first row
+            cursor.execute(
+                "SELECT id FROM telephony_pbxevent WHERE id = %s FOR UPDATE", [rows[0].pk]
+            )
+        with transaction.atomic():
+            took = waiting_events().take([conn.pk, "received", timezone.now()], 10)
+        assert [r.pk for r in took] == [rows[1].pk, rows[2].pk]
+        # Outside a transaction too (the drain's last look): one statement, no lock kept.
+        assert [r.pk for r in waiting_events().take([conn.pk, "received", timezone.now()], 1)] == [
+            rows[1].pk
+        ]
+        other.rollback()
+        took = waiting_events().take([conn.pk, "received", timezone.now()], 10)
+        assert [r.pk for r in took] == [r.pk for r in rows]
+    finally:
+        other.close()
