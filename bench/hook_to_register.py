@@ -130,7 +130,7 @@ def _sessions_opened() -> int:
 
 def _lone(fake: FakeBitrix24, server_url: str, connection: PbxConnection) -> Run:
     """One call at a time on an idle system: every figure of the burst, per single call."""
-    out = Run()
+    out, stages = Run(), []
     for n in range(LONE_CALLS):
         time.sleep(LONE_PAUSE_S)
         one = _ring(fake, server_url, connection, 1, f"lone{n}")
@@ -138,6 +138,8 @@ def _lone(fake: FakeBitrix24, server_url: str, connection: PbxConnection) -> Run
         out.ack_ms += one.ack_ms
         out.lost += one.lost
         out.requests += one.requests
+        stages.append(one.stages)
+    out.stages = {name: percentile([s[name] for s in stages], 0.5) for name in stages[0]}
     return out
 
 
@@ -296,6 +298,10 @@ def _result(runs: list[Run], lone: Run, throttled: int, opened: int) -> BenchRes
         f"{min(lone.latency_ms, default=float('nan')):.1f} / "
         f"{percentile(lone.latency_ms, 0.9):.1f} / {percentile(lone.latency_ms, 1.0):.1f} ms; "
         f"{percentile(lone.ack_ms, 0.5):.1f} ms",
+    )
+    result.add(
+        "idle single call, p50 after the POST: " + " / ".join(lone.stages),
+        " / ".join(f"{ms:.1f}" for ms in lone.stages.values()) + " ms",
     )
     result.notes += [
         f"Median run of {RUNS} (by p99): run {median_index + 1}; all runs: "

@@ -9,6 +9,7 @@ earlier one's result through `ref()`, which becomes `$result[...]` inside a batc
 """
 
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -29,7 +30,7 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bitrixapp import bulk, ratelimit, rest
+from bitrixapp import bulk, prepared, ratelimit, rest
 from bitrixapp.formdata import Raw, php_query
 from bitrixapp.models import B24Command, Portal
 from bitrixapp.rest import Outcome
@@ -310,11 +311,7 @@ def claim(portal: Portal, limit: int | None = None) -> list[B24Command]:
     limit = min(limit or settings.BITRIX24_BATCH_MAX, BATCH_LIMIT)
     now = timezone.now()
     with transaction.atomic():
-        rows = list(
-            B24Command.objects.select_for_update(skip_locked=True)
-            .filter(portal=portal, state=State.PENDING, next_attempt_at__lte=now)
-            .order_by("id")[: limit * 4]
-        )
+        rows = _pending().take([portal.pk, State.PENDING, now], limit * 4)
         if not rows:
             return []
         rows = _fail_orphans(rows)
@@ -331,6 +328,13 @@ def claim(portal: Portal, limit: int | None = None) -> list[B24Command]:
             command.sent_at, command.lease_until = now, now + LEASE
             command.first_sent_at = command.first_sent_at or now
     return picked
+
+
+@functools.cache
+def _pending() -> prepared.WaitingRows:
+    """The claim's look at the portal's pending commands (locked, SKIP LOCKED, in id order):
+    SQL written once instead of compiled by the ORM on every claim."""
+    return prepared.WaitingRows(B24Command, equal=["portal", "state"], not_after="next_attempt_at")
 
 
 def _open_ids_by_owner(portal: Portal, rows: list[B24Command]) -> dict[str, list[int]]:
