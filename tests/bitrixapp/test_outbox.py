@@ -88,6 +88,27 @@ def test_an_idle_run_ends_with_one_look_after_its_flag_is_cleared(fake, make_por
     assert after[1].startswith('SELECT "bitrixapp_b24command"."next_attempt_at"')
 
 
+def test_a_claim_stores_the_send_counts_the_attempt_and_keeps_the_first_send_time(make_portal):
+    portal, _ = make_portal()
+    fresh = outbox.enqueue(portal, "profile")
+    earlier = timezone.now() - timedelta(seconds=30)
+    retried = outbox.enqueue(portal, "user.current")
+    B24Command.objects.filter(pk=retried.pk).update(attempts=2, first_sent_at=earlier)
+    claimed = outbox.claim(portal)
+    assert {c.pk for c in claimed} == {fresh.pk, retried.pk}
+    stored = {c.pk: c for c in B24Command.objects.filter(pk__in=[fresh.pk, retried.pk])}
+    for command in claimed:  # what the dispatcher holds is what the table says
+        row = stored[command.pk]
+        assert row.state == State.SENDING == command.state
+        assert row.sent_at == command.sent_at and row.lease_until == row.sent_at + outbox.LEASE
+        assert row.attempts == command.attempts
+    assert (stored[fresh.pk].attempts, stored[fresh.pk].first_sent_at) == (
+        1,
+        stored[fresh.pk].sent_at,
+    )
+    assert (stored[retried.pk].attempts, stored[retried.pk].first_sent_at) == (3, earlier)
+
+
 def test_many_commands_in_one_transaction_register_one_kick(
     fake, make_portal, django_capture_on_commit_callbacks
 ):
