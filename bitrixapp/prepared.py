@@ -88,22 +88,17 @@ def _skipped(skip: set[str], path: str) -> set[str]:
 
 
 class RowLookup:
-    """One row by a unique column, optionally with one foreign-key row attached as
-    `select_related` would attach it; fields in `skip` are left deferred (loaded on access)."""
+    """One row by a unique column, with foreign-key rows attached along `related` paths as
+    `select_related` attaches them; fields in `skip` are left deferred (loaded on access)."""
 
     def __init__(
         self,
         model: type[models.Model],
         key: str,
+        related: Sequence[str] = (),
         skip: Iterable[str] = (),
-        join: tuple[str, type[models.Model], Iterable[str]] | None = None,
     ) -> None:
         self.key = model._meta.get_field(key)
-        related, skip = [], list(skip)
-        if join is not None:
-            relation, _, related_skip = join
-            related = [relation]
-            skip += [f"{relation}__{name}" for name in related_skip]
         self.rows = _Joined(model, related, skip)
         quote = connections[self.rows.db].ops.quote_name
         # Identifiers from the models, quoted; the value is a parameter.

@@ -38,7 +38,7 @@ def receiver_by_hook(
 def _lookup(model: type[models.Model], key: str, portal_skip: tuple[str, ...]) -> RowLookup:
     if model is Portal:
         return RowLookup(Portal, key, skip=portal_skip)
-    return RowLookup(model, key, join=("portal", Portal, portal_skip))
+    return RowLookup(model, key, related=["portal"], skip=[f"portal__{f}" for f in portal_skip])
 
 
 def check_application_token(portal: Portal, token: str, field: str) -> None:

@@ -23,7 +23,7 @@ def test_a_lookup_builds_what_the_orm_builds_with_skipped_fields_deferred(make_p
         portal=portal, name="Office", provider="mango", credentials={"api_key": "k"}
     )
     lookup = prepared.RowLookup(
-        PbxConnection, "webhook_uuid", join=("portal", Portal, ["refresh_token"])
+        PbxConnection, "webhook_uuid", related=["portal"], skip=["portal__refresh_token"]
     )
     row = lookup.get(conn.webhook_uuid)
     assert concrete_values(row) == concrete_values(PbxConnection.objects.get(pk=conn.pk))
