@@ -6,8 +6,10 @@ and the migrations, and flushes the bench Redis db. `reset_state()` empties the 
 and Redis between benchmarks so that each one starts from the same clean slate.
 """
 
+import fcntl
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ APP_TABLES = ("bitrixapp_b24command", "bitrixapp_bitrixevent", "bitrixapp_portal
 
 def configure() -> None:
     """Point Django at the bench database and Redis, set it up and migrate."""
+    _hold_the_bench_database()
     os.environ.update(BENCH_ENV)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -46,6 +49,29 @@ def configure() -> None:
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
     flush_redis()
+
+
+_lock_file: Any = None  # open (and locked) for as long as this process lives
+
+
+def _hold_the_bench_database() -> None:
+    """One process at a time on a bench database: every benchmark empties the tables and
+    Redis db of its run, so a second one beside it would wipe the first one's state mid-way
+    (and both figures would be wrong)."""
+    global _lock_file
+    if _lock_file is not None:
+        return
+    path = Path(tempfile.gettempdir()) / f"b24-bench-{DB_NAME}.lock"
+    lock_file = path.open("w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise SystemExit(
+            f"another benchmark process is using the database {DB_NAME!r}; wait for it, "
+            "or give this one its own with BENCH_DB_NAME and BENCH_REDIS_URL"
+        ) from None
+    _lock_file = lock_file
 
 
 def ensure_database() -> None:
