@@ -133,22 +133,15 @@ class WaitingRows:
         quote = connection.ops.quote_name
         where = [f"t0.{quote(f.column)} = %s" for f in self.fields[:-1]]
         where.append(f"t0.{quote(self.fields[-1].column)} <= %s")
-        self._where = " AND ".join(where)
         self._pk = f"t0.{quote(meta.pk.column)}"
+        # The statement in two parts written once; between them, per call, the ids left out
+        # (their number varies from call to call, so it is not worth keeping a text per
+        # number: a long drain would keep thousands).
+        self._head = f"{self.rows.select_from()} WHERE {' AND '.join(where)}"
+        self._tail = f" ORDER BY {self._pk} LIMIT %s"
         features = connection.features
-        self._lock = ""
         if features.has_select_for_update_skip_locked and features.has_select_for_update_of:
-            self._lock = " FOR UPDATE OF t0 SKIP LOCKED"
-
-    @functools.cache  # noqa: B019 (a handful of instances living as long as the process)
-    def _sql(self, excluded: int, limit: int) -> str:
-        where = self._where
-        if excluded:
-            where += f" AND NOT ({self._pk} IN ({', '.join(['%s'] * excluded)}))"
-        return (
-            f"{self.rows.select_from()} WHERE {where} ORDER BY {self._pk} LIMIT {int(limit)}"
-            f"{self._lock}"
-        )
+            self._tail += " FOR UPDATE OF t0 SKIP LOCKED"
 
     def take(self, values: Sequence[Any], limit: int, exclude: Iterable[int] = ()) -> list[Any]:
         """Up to `limit` rows whose fields equal `values` (the last one: not after it), in id
@@ -158,8 +151,11 @@ class WaitingRows:
         params = [
             f.get_db_prep_value(v, connection) for f, v in zip(self.fields, values, strict=True)
         ]
+        sql = self._head
+        if exclude:
+            sql += f" AND NOT ({self._pk} IN ({', '.join(['%s'] * len(exclude))}))"
         with connection.cursor() as cursor:
-            cursor.execute(self._sql(len(exclude), limit), [*params, *exclude])
+            cursor.execute(sql + self._tail, [*params, *exclude, int(limit)])
             return [self.rows.instance(row) for row in cursor.fetchall()]
 
 
