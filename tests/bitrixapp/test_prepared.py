@@ -111,7 +111,7 @@ def test_waiting_rows_skip_a_row_another_connection_holds(make_portal):
         with transaction.atomic():
             took = waiting_events().take([conn.pk, "received", timezone.now()], 10)
         assert [r.pk for r in took] == [rows[1].pk, rows[2].pk]
-        # Outside a transaction too (the drain's last look): one statement, no lock kept.
+        # Outside a transaction too (the drain's last look): the held row is still skipped.
         assert [r.pk for r in waiting_events().take([conn.pk, "received", timezone.now()], 1)] == [
             rows[1].pk
         ]
