@@ -12,15 +12,26 @@ PostgreSQL and on SQLite (`make run`).
 
 import functools
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connections, models, router
+
+
+class _Part(NamedTuple):
+    """One table of a joined row: t0 the row's own, then one per related path."""
+
+    path: str  # "" for the row itself, else "connection", "connection__portal", ...
+    model: type[models.Model]
+    fields: tuple[Any, ...]  # the loaded ones, in SELECT order
+    parent: int  # the index (and alias number) of the part the foreign key is on; -1 for t0
+    fk: Any  # that foreign key; None for t0
 
 
 class _Joined:
     """The SELECT list and FROM clause of a model's rows with foreign-key rows attached along
     `related` paths ("connection", "connection__portal"), as `select_related` attaches them;
-    fields in `skip` (full paths: "connection__portal__refresh_token") are left deferred."""
+    fields in `skip` (full paths: "connection__portal__refresh_token") are left deferred.
+    Only required foreign keys: every row has its related rows (an inner join)."""
 
     def __init__(
         self, model: type[models.Model], related: Sequence[str] = (), skip: Iterable[str] = ()
@@ -28,32 +39,29 @@ class _Joined:
         self.model = model
         self.db = router.db_for_read(model)
         skip = set(skip)
-        # (path, model, loaded fields, alias of the parent part, the foreign key to it)
-        self.parts: list[tuple[str, type[models.Model], tuple[Any, ...], int, Any]] = [
-            ("", model, _loaded_fields(model, _skipped(skip, "")), -1, None)
-        ]
+        self.parts = [_Part("", model, _loaded_fields(model, _skipped(skip, "")), -1, None)]
         for path in sorted(related, key=lambda p: p.count("__")):
             parent_path, _, name = path.rpartition("__")
-            parent = next(i for i, part in enumerate(self.parts) if part[0] == parent_path)
-            fk = self.parts[parent][1]._meta.get_field(name)
-            target = fk.related_model
-            self.parts.append(
-                (path, target, _loaded_fields(target, _skipped(skip, path)), parent, fk)
-            )
+            parent = next(i for i, part in enumerate(self.parts) if part.path == parent_path)
+            fk = self.parts[parent].model._meta.get_field(name)
+            if fk.null:
+                raise ValueError(f"{path} may be empty: only required foreign keys are joined")
+            fields = _loaded_fields(fk.related_model, _skipped(skip, path))
+            self.parts.append(_Part(path, fk.related_model, fields, parent, fk))
 
     def select_from(self) -> str:
         quote = connections[self.db].ops.quote_name
         columns = ", ".join(
             f"t{n}.{quote(field.column)}"
-            for n, (_, _, fields, _, _) in enumerate(self.parts)
-            for field in fields
+            for n, part in enumerate(self.parts)
+            for field in part.fields
         )
         tables = f"{quote(self.model._meta.db_table)} t0"
-        for n, (_, model, _, parent, fk) in enumerate(self.parts[1:], start=1):
-            join = "LEFT OUTER JOIN" if fk.null else "JOIN"
+        for n, part in enumerate(self.parts[1:], start=1):
+            meta = part.model._meta
             tables += (
-                f" {join} {quote(model._meta.db_table)} t{n}"
-                f" ON t{n}.{quote(model._meta.pk.column)} = t{parent}.{quote(fk.column)}"
+                f" JOIN {quote(meta.db_table)} t{n}"
+                f" ON t{n}.{quote(meta.pk.column)} = t{part.parent}.{quote(part.fk.column)}"
             )
         return f"SELECT {columns} FROM {tables}"  # noqa: S608 (identifiers from the models)
 
@@ -61,19 +69,13 @@ class _Joined:
         """The row's instance with its related instances attached."""
         instances: list[Any] = []
         start = 0
-        for _, model, fields, parent, fk in self.parts:
-            end = start + len(fields)
-            own = values[start:end]
+        for part in self.parts:
+            end = start + len(part.fields)
+            instance = _from_db(self.db, part.model, part.fields, values[start:end])
             start = end
-            if parent >= 0 and instances[parent] is None:
-                instances.append(None)  # below a missing (nullable) related row
-                continue
-            related = None
-            if parent < 0 or own[0] is not None:  # a LEFT JOIN's missing row: all NULL
-                related = _from_db(self.db, model, fields, own)
-            if parent >= 0:
-                setattr(instances[parent], fk.name, related)
-            instances.append(related)
+            if part.fk is not None:
+                setattr(instances[part.parent], part.fk.name, instance)
+            instances.append(instance)
         return instances[0]
 
 

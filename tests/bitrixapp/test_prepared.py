@@ -120,3 +120,9 @@ def test_waiting_rows_skip_a_row_another_connection_holds(make_portal):
         assert [r.pk for r in took] == [r.pk for r in rows]
     finally:
         other.close()
+
+
+def test_only_required_foreign_keys_are_joined():
+    # An event's call may be empty: joining it would drop the event (an inner join).
+    with pytest.raises(ValueError, match="call may be empty"):
+        prepared.WaitingRows(PbxEvent, ["connection_id"], "next_attempt_at", related=["call"])
