@@ -295,8 +295,7 @@ def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
     taken: list[int] = []
     try:
         with transaction.atomic():
-            state, now = InboundRequest.State.RECEIVED, timezone.now()
-            rows = _lane_rows(inbox).take([lane, state, now], _step_size(inbox), tried)
+            rows = _take_waiting(inbox, lane, _step_size(inbox), tried)
             taken = [row.pk for row in rows]
             if rows and inbox.handle_batch is not None:
                 _process_batch(inbox, rows)
@@ -310,27 +309,31 @@ def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
     return taken
 
 
-@functools.cache
-def _lane_rows(inbox: Inbox) -> prepared.WaitingRows:
-    """The drain step's statement, written once per inbox: the lane's waiting rows, locked
-    with SKIP LOCKED, as `_waiting(_locking(...))` would select them. The ORM compiled it
-    anew every step: a third of a lone event's processing CPU."""
-    return prepared.WaitingRows(
-        inbox.model,
-        equal=[inbox.lane, "state"],
-        not_after="next_attempt_at",
-        related=inbox.related,
-        skip=inbox.deferred,
+def _take_waiting(
+    inbox: Inbox, lane: Any, limit: int, tried: set[int], ids_only: bool = False
+) -> list[InboundRequest]:
+    """The lane's rows waiting now (received, due), locked with SKIP LOCKED, in id order, as
+    `_waiting(_locking(...))` selects them; with `ids_only` only their ids are loaded."""
+    now = timezone.now()
+    return _lane_query(inbox, ids_only).take(
+        [lane, InboundRequest.State.RECEIVED, now], limit, tried
     )
 
 
 @functools.cache
-def _lane_ids(inbox: Inbox) -> prepared.WaitingRows:
-    """As `_lane_rows`, only the ids."""
-    meta = inbox.model._meta
-    others = [f.attname for f in meta.concrete_fields if not f.primary_key]
+def _lane_query(inbox: Inbox, ids_only: bool) -> prepared.WaitingRows:
+    """The drain's look at a lane, written once per inbox: the ORM compiled it anew every
+    step, a third of a lone event's processing CPU."""
+    related, skip = inbox.related, inbox.deferred
+    if ids_only:
+        related = ()
+        skip = tuple(f.attname for f in inbox.model._meta.concrete_fields if not f.primary_key)
     return prepared.WaitingRows(
-        inbox.model, equal=[inbox.lane, "state"], not_after="next_attempt_at", skip=others
+        inbox.model,
+        equal=[inbox.lane, "state"],
+        not_after="next_attempt_at",
+        related=related,
+        skip=skip,
     )
 
 
@@ -349,8 +352,7 @@ def _next_waiting(inbox: Inbox, lane: Any, tried: set[int]) -> int | None:
     that worker closes them or schedules their retry, and a drain kicked for them would find
     them locked too (and kick again until they are released). One statement outside any
     transaction: its SKIP LOCKED looks past held rows and keeps no lock."""
-    state, now = InboundRequest.State.RECEIVED, timezone.now()
-    rows = _lane_ids(inbox).take([lane, state, now], 1, tried)
+    rows = _take_waiting(inbox, lane, 1, tried, ids_only=True)
     return rows[0].pk if rows else None
 
 
