@@ -88,6 +88,27 @@ def test_an_idle_run_ends_with_one_look_after_its_flag_is_cleared(fake, make_por
     assert after[1].startswith('SELECT "bitrixapp_b24command"."next_attempt_at"')
 
 
+@pytest.mark.parametrize(
+    ("due_in_s", "countdown"),
+    [(0, (0, 0)), (30, (29, 30))],
+    ids=["committed after the last look: kicked now", "on a backoff: a timed run"],
+)
+def test_the_end_of_a_run_kicks_for_what_is_left(make_portal, monkeypatch, due_in_s, countdown):
+    """A command the run did not see (committed after its last look, while the flag still
+    kept its own kick away) is sent by a new run at once; one on a backoff by a timed run."""
+    portal, _ = make_portal()
+    command = outbox.enqueue(portal, "profile")
+    due = timezone.now() + timedelta(seconds=due_in_s) - timedelta(milliseconds=1)
+    B24Command.objects.filter(pk=command.pk).update(next_attempt_at=due)
+    kicks = []
+    monkeypatch.setattr(
+        outbox, "kick", lambda portal_id, countdown=0: kicks.append((portal_id, countdown))
+    )
+    outbox._end_run(portal.pk, portal)
+    [(portal_id, seconds)] = kicks
+    assert portal_id == portal.pk and countdown[0] <= seconds <= countdown[1]
+
+
 def test_a_claim_stores_the_send_counts_the_attempt_and_keeps_the_first_send_time(make_portal):
     portal, _ = make_portal()
     fresh = outbox.enqueue(portal, "profile")
