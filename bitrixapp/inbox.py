@@ -301,6 +301,8 @@ def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
                 _process_batch(inbox, rows)
             elif rows:
                 _process_one(inbox, rows[0])
+    except _BatchFailed:
+        _one_by_one(inbox, taken)
     except Exception as exc:
         # As in `process`: the transaction itself broke; count the attempts on their own.
         log.exception("inbox %s: processing rows %s broke", inbox.label, taken)
@@ -369,14 +371,20 @@ def _ending(exc: Exception) -> str:
 
 
 def _process(inbox: Inbox, pk: int) -> str | None:
-    with transaction.atomic():
-        row = _locking(inbox).filter(pk=pk).first()
-        if row is None or row.state != InboundRequest.State.RECEIVED:
-            return None
-        mates = _waiting_with(inbox, row)
-        if mates:
-            return _process_batch(inbox, sorted([row, *mates], key=lambda r: r.pk))[row.pk]
-        return _process_one(inbox, row)
+    batch: list[int] = []
+    try:
+        with transaction.atomic():
+            row = _locking(inbox).filter(pk=pk).first()
+            if row is None or row.state != InboundRequest.State.RECEIVED:
+                return None
+            mates = _waiting_with(inbox, row)
+            if not mates:
+                return _process_one(inbox, row)
+            rows = sorted([row, *mates], key=lambda r: r.pk)
+            batch = [r.pk for r in rows]
+            return _process_batch(inbox, rows)[row.pk]
+    except _BatchFailed:
+        return _one_by_one(inbox, batch).get(pk)
 
 
 def _locking(inbox: Inbox, **options: Any) -> models.QuerySet:
@@ -413,22 +421,39 @@ def _process_one(inbox: Inbox, row: InboundRequest) -> str:
     return close(row, state)
 
 
+class _BatchFailed(Exception):
+    """The batch handler raised: its transaction is to be undone whole, and its rows processed
+    one by one (`_one_by_one`), so that one bad row never fails its neighbours."""
+
+
 def _process_batch(inbox: Inbox, rows: list[InboundRequest]) -> dict[int, str]:
-    """Rows waiting together, in one go; if the batch handler raises, one by one."""
+    """Rows waiting together, in one go, in the caller's transaction. No savepoint of its own
+    (two round trips on every step, lone rows included): if the handler raises, the caller's
+    whole transaction is undone and the rows go one by one."""
     try:
-        with transaction.atomic():
-            outcomes = inbox.handle_batch(rows)
-            return _close_batch(inbox, rows, outcomes)
-    except Exception:
+        outcomes = inbox.handle_batch(rows)
+        return _close_batch(inbox, rows, outcomes)
+    except Exception as exc:
         log.warning(
             "inbox %s: a batch of %d failed, processing its rows one by one",
             inbox.label,
             len(rows),
             exc_info=True,
         )
-    # Fresh copies: the failed batch may have changed the objects it was given.
-    fresh = _locking(inbox).filter(pk__in=[r.pk for r in rows]).order_by("pk")
-    return {row.pk: _process_one(inbox, row) for row in fresh}
+        raise _BatchFailed from exc
+
+
+def _one_by_one(inbox: Inbox, pks: list[int]) -> dict[int, str]:
+    """Each row of an undone batch in a transaction of its own, fresh from the database (the
+    failed batch may have changed the objects it was given); rows another worker took
+    meanwhile, or that are no longer waiting, are left alone."""
+    outcomes: dict[int, str] = {}
+    for pk in sorted(pks):
+        with transaction.atomic():
+            row = _locking(inbox, skip_locked=True).filter(pk=pk).first()
+            if row is not None and row.state == InboundRequest.State.RECEIVED:
+                outcomes[pk] = _process_one(inbox, row)
+    return outcomes
 
 
 def _close_batch(
