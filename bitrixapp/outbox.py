@@ -60,9 +60,13 @@ MANY_HANDLERS: set[str] = set()  # names of handlers that take a list of command
 
 # The last word on a command's params, by method, just before it is sent: a command may wait
 # long in the queue (a Bitrix24 outage) and what was right when it was queued may not be now.
-# A hook returns the params to send, or None when the command is no longer worth sending
-# (it is then cancelled, never sent). Feature apps register them; this layer knows none.
-BeforeSend = Callable[[B24Command, dict[str, Any]], dict[str, Any] | None]
+# A hook gets every command of that method in the request at once, with its params (so that
+# it looks up what it needs in one statement, not one per command of a batch of 50), and
+# returns for each, in the same order, the params to send, or None when the command is no
+# longer worth sending (it is then cancelled, never sent). Feature apps register them; this
+# layer knows none.
+Outgoing = list[tuple[B24Command, dict[str, Any]]]
+BeforeSend = Callable[[Outgoing], list[dict[str, Any] | None]]
 BEFORE_SEND: dict[str, BeforeSend] = {}
 NOT_SENT = "no longer worth sending when its turn came (e.g. a card for a call that has ended)"
 
@@ -258,17 +262,21 @@ def _note_reachability(portal: Portal, outcome: Outcome) -> None:
 
 
 def _sending_portal(portal_id: int) -> Portal | None:
-    """The portal, with whether a command of it may go now (`has_ready`), in one query; of its
-    tokens only the access token a request carries (each token loaded is a decrypt)."""
-    ready = B24Command.objects.filter(
-        portal=OuterRef("pk"), state=State.PENDING, next_attempt_at__lte=timezone.now()
+    """The portal, with whether a command of it may go now (`has_ready`), in one statement
+    written once; of its tokens only the access token a request carries (each token loaded
+    is a decrypt)."""
+    return _portal_with_ready().get(portal_id, [State.PENDING, timezone.now()])
+
+
+@functools.cache
+def _portal_with_ready() -> prepared.RowLookup:
+    ready = prepared.Conditions(B24Command, equal=["state"], not_after="next_attempt_at")
+    return prepared.RowLookup(
+        Portal,
+        "id",
+        skip=Portal.secrets_except("access_token"),
+        has=prepared.HasWaiting("has_ready", B24Command, "portal", ready),
     )
-    rows = (
-        Portal.objects.defer(*Portal.secrets_except("access_token"))
-        .annotate(has_ready=Exists(ready))
-        .filter(pk=portal_id)
-    )
-    return next(iter(rows[:1]), None)
 
 
 def _unblocked(portal: Portal) -> QuerySet[B24Command]:
@@ -480,44 +488,88 @@ def _lock_ours(commands: list[B24Command]) -> set[int]:
     )
 
 
+def _ready_to_send(
+    portal: Portal, commands: list[B24Command], batch_keys: dict[int, str]
+) -> Outgoing:
+    """The commands of one request that go, with their final params, in order. A command
+    whose params cannot be made (a broken ref, or any bug in resolving them) fails, and one
+    its send-time hook finds no longer worth sending is cancelled; either way the later
+    commands of its owner wait for the next round (nothing overtakes within an owner)."""
+    resolved: Outgoing = []
+    broken: set[str] = set()
+    for command in commands:
+        if _held_back(command, broken):
+            continue
+        params = _resolved(portal, command, batch_keys)
+        if params is None:
+            broken.add(command.owner_key)
+        else:
+            resolved.append((command, params))
+    ready: Outgoing = []
+    cancelled: set[str] = set()
+    for (command, _), params in zip(resolved, _before_send(resolved), strict=True):
+        if _held_back(command, cancelled):
+            continue
+        if params is None:
+            with transaction.atomic():
+                _finish(command, State.CANCELLED, error="NOT_SENT", description=NOT_SENT)
+            cancelled.add(command.owner_key)
+        else:
+            ready.append((command, params))
+    return ready
+
+
+def _held_back(command: B24Command, owners: set[str]) -> bool:
+    """Requeue (untouched, no attempt counted) a command behind one of `owners`' failures."""
+    if not (command.owner_key and command.owner_key in owners):
+        return False
+    with transaction.atomic():
+        _requeue(command, delay_s=0, count_attempt=False)
+    return True
+
+
 def _resolved(
     portal: Portal, command: B24Command, batch_keys: dict[int, str]
 ) -> dict[str, Any] | None:
-    """The command's params ready to send, or None: they cannot be made (a broken ref, or any
-    bug in resolving them: that command fails, the others go), or the command was cancelled
-    by its send-time hook."""
+    """The command's params with its refs resolved, or None (it is then failed)."""
     try:
         with transaction.atomic():
-            params = resolve(command, batch_keys)
+            return resolve(command, batch_keys)
     except LookupError as exc:
         with transaction.atomic():
             _finish(command, State.FAILED, error="DEPENDENCY_RESULT_MISSING", description=str(exc))
-        return None
     except Exception as exc:
         _crashed(portal, command, exc, "preparing the request", Outcome.PERMANENT)
-        return None
-    final = _before_send(command, params)
-    if final is None:  # its send-time hook says it is no longer worth sending
-        with transaction.atomic():
-            _finish(command, State.CANCELLED, error="NOT_SENT", description=NOT_SENT)
+    return None
+
+
+def _before_send(outgoing: Outgoing) -> list[dict[str, Any] | None]:
+    """Each command's params after its method's send-time hook, in order."""
+    final: list[dict[str, Any] | None] = [params for _, params in outgoing]
+    by_method: dict[str, list[int]] = {}
+    for i, (command, _) in enumerate(outgoing):
+        by_method.setdefault(command.method.lower(), []).append(i)
+    for method, indexes in by_method.items():
+        hook = BEFORE_SEND.get(method)
+        if hook is None:
+            continue
+        try:
+            decided = hook([outgoing[i] for i in indexes])
+            if len(decided) != len(indexes):
+                raise ValueError(f"{len(decided)} answers for {len(indexes)} commands")
+        except Exception:  # a hook bug must not stall the owners' lanes: send what was queued
+            log.exception("before-send hook for %s failed on %d command(s)", method, len(indexes))
+            continue
+        for i, params in zip(indexes, decided, strict=True):
+            final[i] = params
     return final
 
 
-def _before_send(command: B24Command, params: dict[str, Any]) -> dict[str, Any] | None:
-    hook = BEFORE_SEND.get(command.method.lower())
-    if hook is None:
-        return params
-    try:
-        return hook(command, params)
-    except Exception:  # a hook bug must not stall the owner's lane: send what was queued
-        log.exception("before-send hook for %s failed on command %s", command.method, command.pk)
-        return params
-
-
 def _send_single(portal: Portal, command: B24Command) -> None:
-    params = _resolved(portal, command, {})
-    if params is None:
+    ready = _ready_to_send(portal, [command], {})
+    if not ready:
         return
+    [(command, params)] = ready
     portal, reply = rest.call_with_refresh(portal, command.method, params)
     _note_reachability(portal, reply.outcome)
     _track_operating(portal, command.method, reply.time)
@@ -528,21 +580,11 @@ def _send_single(portal: Portal, command: B24Command) -> None:
 
 def _send_batch(portal: Portal, commands: list[B24Command]) -> None:
     keys = {c.pk: f"c{c.pk}" for c in commands}
-    cmd, sendable, broken_owners = {}, [], set()
-    for command in commands:
-        if command.owner_key and command.owner_key in broken_owners:
-            with transaction.atomic():  # it must not overtake the broken one; next round decides
-                _requeue(command, delay_s=0, count_attempt=False)
-            continue
-        params = _resolved(portal, command, keys)
-        if params is None:
-            broken_owners.add(command.owner_key)
-            continue
-        cmd[keys[command.pk]] = f"{command.method}?{php_query(params)}"
-        sendable.append(command)
-    if not cmd:
+    ready = _ready_to_send(portal, commands, keys)
+    if not ready:
         return
-    commands = sendable
+    cmd = {keys[c.pk]: f"{c.method}?{php_query(params)}" for c, params in ready}
+    commands = [c for c, _ in ready]
     # halt=1: Bitrix24 stops at the first failing command, so nothing overtakes a failure
     # of its own owner; the commands after it did not run and simply go again.
     portal, reply = rest.call_with_refresh(portal, "batch", {"halt": 1, "cmd": cmd})

@@ -89,9 +89,38 @@ def _skipped(skip: set[str], path: str) -> set[str]:
     }
 
 
+class Conditions:
+    """Equalities and one "not after" on a model's fields, as a WHERE clause over alias `t`
+    whose values are parameters, and those values prepared the way the fields prepare them."""
+
+    def __init__(self, model: type[models.Model], equal: Sequence[str], not_after: str) -> None:
+        self.fields = [model._meta.get_field(name) for name in (*equal, not_after)]
+
+    def sql(self, alias: str, quote: Any) -> str:
+        where = [f"{alias}.{quote(f.column)} = %s" for f in self.fields[:-1]]
+        where.append(f"{alias}.{quote(self.fields[-1].column)} <= %s")
+        return " AND ".join(where)
+
+    def params(self, values: Sequence[Any], connection: Any) -> list[Any]:
+        return [
+            f.get_db_prep_value(v, connection) for f, v in zip(self.fields, values, strict=True)
+        ]
+
+
+class HasWaiting(NamedTuple):
+    """A flag loaded with a looked-up row: whether some row of `model`, whose foreign key `fk`
+    points at it, meets `conditions` (e.g. "this portal has a command due now")."""
+
+    name: str  # the attribute set on the row
+    model: type[models.Model]
+    fk: str
+    conditions: Conditions
+
+
 class RowLookup:
     """One row by a unique column, with foreign-key rows attached along `related` paths as
-    `select_related` attaches them; fields in `skip` are left deferred (loaded on access)."""
+    `select_related` attaches them; fields in `skip` are left deferred (loaded on access);
+    with `has`, the flag it names is loaded in the same statement."""
 
     def __init__(
         self,
@@ -99,20 +128,41 @@ class RowLookup:
         key: str,
         related: Sequence[str] = (),
         skip: Iterable[str] = (),
+        has: HasWaiting | None = None,
     ) -> None:
         self.key = model._meta.get_field(key)
         self.rows = _Joined(model, related, skip)
+        self.has = has
         quote = connections[self.rows.db].ops.quote_name
-        # Identifiers from the models, quoted; the value is a parameter.
-        self.sql = f"{self.rows.select_from()} WHERE t0.{quote(self.key.column)} = %s LIMIT 1"
+        # Identifiers from the models, quoted; the values are parameters.
+        select = self.rows.select_from()
+        if has is not None:
+            meta = has.model._meta
+            fk, pk = meta.get_field(has.fk).column, model._meta.pk.column
+            exists = (
+                f"EXISTS (SELECT 1 FROM {quote(meta.db_table)} h"  # noqa: S608 (identifiers)
+                f" WHERE h.{quote(fk)} = t0.{quote(pk)} AND {has.conditions.sql('h', quote)})"
+            )
+            select = select.replace(" FROM ", f", {exists} FROM ", 1)
+        self.sql = f"{select} WHERE t0.{quote(self.key.column)} = %s LIMIT 1"
 
-    def get(self, value: object) -> Any:
-        """The row whose key column equals `value`, or None."""
+    def get(self, value: object, has_values: Sequence[Any] = ()) -> Any:
+        """The row whose key column equals `value`, or None; `has_values` are the values of
+        the `has` flag's conditions."""
         connection = connections[self.rows.db]
+        params = [self.key.get_db_prep_value(value, connection)]
+        if self.has is not None:
+            params[:0] = self.has.conditions.params(has_values, connection)
         with connection.cursor() as cursor:
-            cursor.execute(self.sql, [self.key.get_db_prep_value(value, connection)])
+            cursor.execute(self.sql, params)
             values = cursor.fetchone()
-        return None if values is None else self.rows.instance(values)
+        if values is None:
+            return None
+        if self.has is None:
+            return self.rows.instance(values)
+        row = self.rows.instance(values[:-1])
+        setattr(row, self.has.name, bool(values[-1]))
+        return row
 
 
 class WaitingRows:
@@ -129,17 +179,14 @@ class WaitingRows:
         skip: Iterable[str] = (),
     ) -> None:
         self.rows = _Joined(model, related, skip)
-        meta = model._meta
-        self.fields = [meta.get_field(name) for name in (*equal, not_after)]
+        self.conditions = Conditions(model, equal, not_after)
         connection = connections[self.rows.db]
         quote = connection.ops.quote_name
-        where = [f"t0.{quote(f.column)} = %s" for f in self.fields[:-1]]
-        where.append(f"t0.{quote(self.fields[-1].column)} <= %s")
-        self._pk = f"t0.{quote(meta.pk.column)}"
+        self._pk = f"t0.{quote(model._meta.pk.column)}"
         # The statement in two parts written once; between them, per call, the ids left out
         # (their number varies from call to call, so it is not worth keeping a text per
         # number: a long drain would keep thousands).
-        self._head = f"{self.rows.select_from()} WHERE {' AND '.join(where)}"
+        self._head = f"{self.rows.select_from()} WHERE {self.conditions.sql('t0', quote)}"
         self._tail = f" ORDER BY {self._pk} LIMIT %s"
         features = connection.features
         if features.has_select_for_update_skip_locked and features.has_select_for_update_of:
@@ -150,9 +197,7 @@ class WaitingRows:
         order, leaving out the ids in `exclude`."""
         connection = connections[self.rows.db]
         exclude = sorted(exclude)
-        params = [
-            f.get_db_prep_value(v, connection) for f, v in zip(self.fields, values, strict=True)
-        ]
+        params = self.conditions.params(values, connection)
         sql = self._head
         if exclude:
             sql += f" AND NOT ({self._pk} IN ({', '.join(['%s'] * len(exclude))}))"

@@ -134,7 +134,7 @@ def test_registering_anything_twice_is_a_start_up_error():
     with pytest.raises(RuntimeError, match="registered twice"):
         outbox.result_handler("telephony.registered")(lambda c: None)
     with pytest.raises(RuntimeError, match="registered twice"):
-        outbox.before_send("telephony.externalCall.register")(lambda c, p: p)
+        outbox.before_send("telephony.externalCall.register")(lambda outgoing: [])
     with pytest.raises(RuntimeError, match="registered twice"):
         providers.register("mango", "telephony.providers.mango:Mango")
 

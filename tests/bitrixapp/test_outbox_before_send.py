@@ -17,7 +17,15 @@ def hook(monkeypatch):
     """Register a before-send hook for `profile` for this test only."""
 
     def register(fn):
-        monkeypatch.setitem(outbox.BEFORE_SEND, "profile", fn)
+        """`fn(command, params)` applied to each command of the request."""
+        seen = []
+
+        def each(outgoing):
+            seen.append([c.pk for c, _ in outgoing])
+            return [fn(c, params) for c, params in outgoing]
+
+        monkeypatch.setitem(outbox.BEFORE_SEND, "profile", each)
+        return seen
 
     return register
 
@@ -29,7 +37,7 @@ def sent_params(fake):
 @pytest.mark.parametrize("backlog", [1, 3], ids=["single", "batch"])
 def test_a_hook_decides_the_params_when_the_command_leaves(fake, make_portal, hook, backlog):
     portal, _ = make_portal()
-    hook(lambda command, params: {**params, "decided": f"at send of #{command.pk}"})
+    seen = hook(lambda command, params: {**params, "decided": f"at send of #{command.pk}"})
     commands = [
         outbox.enqueue(portal, "profile", {"n": i}, owner_key=f"o{i}") for i in range(backlog)
     ]
@@ -38,6 +46,7 @@ def test_a_hook_decides_the_params_when_the_command_leaves(fake, make_portal, ho
     assert sorted(p["decided"] for p in sent_params(fake)) == sorted(
         f"at send of #{c.pk}" for c in commands
     )
+    assert seen == [[c.pk for c in commands]]  # once for the whole request
 
 
 def test_a_command_no_longer_worth_sending_is_cancelled_and_its_lane_goes_on(

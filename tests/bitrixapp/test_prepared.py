@@ -7,7 +7,7 @@ from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from bitrixapp import prepared
-from bitrixapp.models import Portal
+from bitrixapp.models import B24Command, Portal
 from telephony.models import PbxConnection, PbxEvent
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +32,33 @@ def test_a_lookup_builds_what_the_orm_builds_with_skipped_fields_deferred(make_p
     assert row.portal.refresh_token == Portal.objects.get(pk=portal.pk).refresh_token  # on access
     assert row.portal.access_token == portal.access_token
     assert lookup.get("00000000-0000-0000-0000-000000000000") is None
+
+
+@pytest.mark.parametrize(
+    ("state", "due_in_s", "expected"),
+    [("pending", -1, True), ("pending", 60, False), ("done", -1, False)],
+)
+def test_a_lookup_loads_whether_a_row_of_another_table_waits(
+    make_portal, state, due_in_s, expected
+):
+    portal, _ = make_portal()
+    other, _ = make_portal()
+    now = timezone.now()
+    B24Command.objects.create(
+        portal=portal,
+        method="profile",
+        state=state,
+        next_attempt_at=now + timedelta(seconds=due_in_s),
+    )
+    B24Command.objects.create(portal=other, method="profile", next_attempt_at=now)  # not ours
+    due = prepared.Conditions(B24Command, equal=["state"], not_after="next_attempt_at")
+    lookup = prepared.RowLookup(
+        Portal, "id", has=prepared.HasWaiting("has_due", B24Command, "portal", due)
+    )
+    row = lookup.get(portal.pk, ["pending", now])
+    assert row.has_due is expected
+    assert concrete_values(row) == concrete_values(Portal.objects.get(pk=portal.pk))
+    assert lookup.get(0, ["pending", now]) is None
 
 
 def test_insert_sets_the_key_and_the_defaults_and_refuses_a_duplicate(make_portal):

@@ -140,7 +140,7 @@ def test_the_policy_is_read_once_and_again_after_a_mapping_changes(pbx):
     assert "105" not in pipeline.policy_of(PbxConnection.objects.get(pk=conn.pk)).users
 
 
-def test_a_batch_of_50_registers_settles_in_eight_statements(pbx):
+def test_a_batch_of_50_registers_looks_once_and_settles_in_eight_statements(pbx):
     pks = ring(pbx, *[f"S{n}" for n in range(50)])
     inbox.process(PbxEvent, pks[0])
     sql = statements(lambda: outbox.dispatch(pbx.portal.pk))
@@ -148,6 +148,9 @@ def test_a_batch_of_50_registers_settles_in_eight_statements(pbx):
     lock = next(i for i, s in enumerate(sql) if s.startswith(ours) and "NO KEY UPDATE" in s)
     end = next(i for i, s in enumerate(sql) if i > lock and 'FROM "bitrixapp_portal"' in s)
     settle = sql[lock:end]
+    # Before the request, the registers' send-time hook looks at their 50 calls once.
+    looks = [s for s in sql[:lock] if 'FROM "telephony_call"' in s]
+    assert len(looks) == 1 and '"telephony_call"."id" IN (' in looks[0], looks
     # Lock our rows; SAVEPOINT, one UPDATE of the 50 commands, RELEASE; SAVEPOINT, lock the
     # 50 calls in id order, one UPDATE of their CALL_IDs (the `many` result handler),
     # RELEASE; RELEASE.
