@@ -206,6 +206,51 @@ class WaitingRows:
             return [self.rows.instance(row) for row in cursor.fetchall()]
 
 
+class Select:
+    """Some columns of the rows whose fields equal given values and whose `among` fields are
+    each one of a list of values, ordered by `order_by`: SQL written once but for the lists'
+    placeholders (their lengths vary). Values come back converted as the ORM converts them."""
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        columns: Sequence[str],
+        equal: Sequence[str] = (),
+        among: Sequence[str] = (),
+        order_by: str = "pk",
+    ) -> None:
+        if not (equal or among):
+            raise ValueError("a Select needs at least one condition")
+        meta = model._meta
+        self.db = router.db_for_read(model)
+        self.columns = [meta.get_field(name) for name in columns]
+        self.equal = [meta.get_field(name) for name in equal]
+        self.among = [meta.get_field(name) for name in among]
+        quote = connections[self.db].ops.quote_name
+        select = ", ".join(quote(f.column) for f in self.columns)
+        self._head = f"SELECT {select} FROM {quote(meta.db_table)} WHERE "  # noqa: S608
+        self._equal = [f"{quote(f.column)} = %s" for f in self.equal]
+        self._among = [f"{quote(f.column)} IN " for f in self.among]
+        order = meta.pk if order_by == "pk" else meta.get_field(order_by)
+        self._order = f" ORDER BY {quote(order.column)}"
+
+    def rows(self, equal: Sequence[Any], among: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        connection = connections[self.db]
+        where, params = list(self._equal), []
+        for field, value in zip(self.equal, equal, strict=True):
+            params.append(field.get_db_prep_value(value, connection))
+        for field, sql, values in zip(self.among, self._among, among, strict=True):
+            values = list(values)
+            if not values:
+                return []
+            where.append(f"{sql}({', '.join(['%s'] * len(values))})")
+            params += [field.get_db_prep_value(v, connection) for v in values]
+        with connection.cursor() as cursor:
+            cursor.execute(self._head + " AND ".join(where) + self._order, params)
+            fetched = cursor.fetchall()
+        return [tuple(_converted(self.db, self.columns, row)) for row in fetched]
+
+
 def insert(row: models.Model) -> None:
     """INSERT a new row (as `save()` would, without its signals) and set its primary key."""
     model = type(row)
@@ -222,18 +267,54 @@ def insert(row: models.Model) -> None:
     row._state.adding, row._state.db = False, db
 
 
+def insert_new(rows: Sequence[models.Model], key: str) -> list[models.Model]:
+    """INSERT the rows that no unique constraint holds yet, in one statement (ON CONFLICT DO
+    NOTHING); those inserted get their primary key and are returned, in the order given.
+
+    A row inserted here is this transaction's until it commits (another transaction inserting
+    the same key waits for it), so it needs no SELECT ... FOR UPDATE. `key` (a text or integer
+    field unique among `rows`) tells which rows the database inserted."""
+    if not rows:
+        return []
+    model = type(rows[0])
+    db = router.db_for_write(model)
+    connection = connections[db]
+    head, fields = _insert_head(model, db)
+    quote = connection.ops.quote_name
+    key_field = model._meta.get_field(key)
+    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"{head} VALUES {', '.join([one_row] * len(rows))} ON CONFLICT DO NOTHING"
+        f" RETURNING {quote(model._meta.pk.column)}, {quote(key_field.column)}"
+    )
+    params = [f.get_db_prep_save(f.pre_save(row, True), connection) for row in rows for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = {value: pk for pk, value in cursor.fetchall()}
+    new = [row for row in rows if getattr(row, key_field.attname) in inserted]
+    for row in new:
+        row.pk = inserted[getattr(row, key_field.attname)]
+        row._state.adding, row._state.db = False, db
+    return new
+
+
 @functools.cache
 def _insert_sql(model: type[models.Model], db: str) -> tuple[str, tuple[Any, ...]]:
     connection = connections[db]
-    quote = connection.ops.quote_name
+    head, fields = _insert_head(model, db)
+    sql = f"{head} VALUES ({', '.join(['%s'] * len(fields))})"
+    if connection.features.can_return_columns_from_insert:
+        sql += f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    return sql, fields
+
+
+@functools.cache
+def _insert_head(model: type[models.Model], db: str) -> tuple[str, tuple[Any, ...]]:
+    """ "INSERT INTO table (columns)" of every concrete field but the primary key."""
+    quote = connections[db].ops.quote_name
     fields = tuple(f for f in model._meta.concrete_fields if f is not model._meta.pk)
     columns = ", ".join(quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    table = quote(model._meta.db_table)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608 (as above)
-    if connection.features.can_return_columns_from_insert:
-        sql += f" RETURNING {quote(model._meta.pk.column)}"
-    return sql, fields
+    return f"INSERT INTO {quote(model._meta.db_table)} ({columns})", fields
 
 
 def _loaded_fields(model: type[models.Model], skip: Iterable[str]) -> tuple[Any, ...]:
@@ -244,6 +325,11 @@ def _loaded_fields(model: type[models.Model], skip: Iterable[str]) -> tuple[Any,
 def _from_db(
     db: str, model: type[models.Model], fields: Sequence[Any], values: Sequence[Any]
 ) -> models.Model:
+    return model.from_db(db, [field.attname for field in fields], _converted(db, fields, values))
+
+
+def _converted(db: str, fields: Sequence[Any], values: Sequence[Any]) -> list[Any]:
+    """Column values as the ORM hands them out: every field's database converters applied."""
     connection = connections[db]
     converted = []
     for field, value in zip(fields, values, strict=True):
@@ -251,7 +337,7 @@ def _from_db(
         for convert in converters:
             value = convert(value, column, connection)
         converted.append(value)
-    return model.from_db(db, [field.attname for field in fields], converted)
+    return converted
 
 
 @functools.cache

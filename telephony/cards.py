@@ -7,8 +7,10 @@ as it is now (the engine's `cards_still_due`): register goes with SHOW=0 and a s
 when the card is no longer due; a call still ringing keeps its card.
 """
 
+import functools
 from typing import Any
 
+from bitrixapp import prepared
 from bitrixapp.models import B24Command
 from bitrixapp.outbox import Outgoing, before_send
 from telephony import engine
@@ -19,11 +21,13 @@ from telephony.models import Call
 def call_states_of(commands: list[B24Command]) -> dict[int, CallState]:
     """The current engine state of the calls these commands belong to, by call id, in one
     statement (a batch of 50 registers looks once, not 50 times)."""
-    ids = {c.context["call"] for c in commands if c.context.get("call") is not None}
-    if not ids:
-        return {}
-    rows = Call.objects.filter(pk__in=ids).values_list("pk", "state")
-    return {pk: CallState.from_json(state) for pk, state in rows}
+    ids = sorted({c.context["call"] for c in commands if c.context.get("call") is not None})
+    return {pk: CallState.from_json(state) for pk, state in _states().rows([], [ids])}
+
+
+@functools.cache
+def _states() -> prepared.Select:
+    return prepared.Select(Call, ["id", "state"], among=["id"])
 
 
 def _state(states: dict[int, CallState], command: B24Command) -> CallState | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from bitrixapp import bulk, inbox, jobs, outbox
+from bitrixapp import bulk, inbox, jobs, outbox, prepared
 from bitrixapp.models import B24Command, Portal
 from bitrixapp.phones import digits, to_e164
 from telephony import alerts, engine, providers
@@ -136,12 +136,18 @@ def _lock_calls(connection: PbxConnection, events: list[CallEvent]) -> dict[str,
     keys = sorted({e.call_key for e in events} - started)
     if not keys:
         return {}
-    Call.objects.bulk_create(
+    # New calls (a burst's ringing events) are inserted, and so held, in one statement; only
+    # the calls that existed already are then locked.
+    new = prepared.insert_new(
         [Call(connection=connection, portal_id=connection.portal_id, call_key=k) for k in keys],
-        ignore_conflicts=True,
+        key="call_key",
     )
-    calls = Call.objects.select_for_update().filter(connection=connection, call_key__in=keys)
-    return {call.call_key: _with(call, connection) for call in calls.order_by("pk")}
+    found = {call.call_key: call for call in new}
+    older = [k for k in keys if k not in found]
+    if older:
+        calls = Call.objects.select_for_update().filter(connection=connection, call_key__in=older)
+        found.update((call.call_key, call) for call in calls.order_by("pk"))
+    return {key: _with(call, connection) for key, call in found.items()}
 
 
 def _call_of(calls: dict[str, Call], connection: PbxConnection, event: CallEvent) -> Call:

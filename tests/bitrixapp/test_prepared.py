@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from bitrixapp import prepared
 from bitrixapp.models import B24Command, Portal
-from telephony.models import PbxConnection, PbxEvent
+from telephony.models import Call, PbxConnection, PbxEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +94,40 @@ def stored_events(portal, n: int) -> tuple[PbxConnection, list[PbxEvent]]:
         for i in range(n)
     ]
     return conn, rows
+
+
+def test_insert_new_inserts_only_the_rows_no_constraint_holds_yet(make_portal):
+    portal, _ = make_portal()
+    conn = PbxConnection.objects.create(portal=portal, name="Office", provider="mango")
+    older = Call.objects.create(portal=portal, connection=conn, call_key="k2")
+    rows = [Call(portal=portal, connection=conn, call_key=k) for k in ("k3", "k2", "k1")]
+    new = prepared.insert_new(rows, key="call_key")
+    assert [c.call_key for c in new] == ["k3", "k1"]  # in the order given, k2 left out
+    assert rows[1].pk is None
+    for call in new:
+        assert concrete_values(Call.objects.get(pk=call.pk)) == concrete_values(call)
+    assert Call.objects.get(call_key="k2").pk == older.pk
+    assert (
+        prepared.insert_new([Call(portal=portal, connection=conn, call_key="k1")], "call_key") == []
+    )
+
+
+def test_select_gives_what_the_orm_gives_for_lists_of_values(make_portal):
+    portal, _ = make_portal()
+    other, _ = make_portal()
+    for owner, state in [("a", "pending"), ("b", "sending"), ("a", "done"), ("c", "pending")]:
+        B24Command.objects.create(portal=portal, method="profile", owner_key=owner, state=state)
+    B24Command.objects.create(portal=other, method="profile", owner_key="a")
+    select = prepared.Select(
+        B24Command, ["owner_key", "id", "params"], equal=["portal"], among=["owner_key", "state"]
+    )
+    rows = select.rows([portal.pk], [["a", "b"], ["pending", "sending"]])
+    expected = B24Command.objects.filter(
+        portal=portal, owner_key__in=["a", "b"], state__in=["pending", "sending"]
+    ).order_by("id")
+    assert rows == list(expected.values_list("owner_key", "id", "params"))
+    assert len(rows) == 2 and rows[0][2] == {}  # a JSON column comes back decoded
+    assert select.rows([portal.pk], [[], ["pending"]]) == []  # an empty list matches nothing
 
 
 def test_waiting_rows_are_what_the_orm_selects_with_their_related_rows(make_portal):
