@@ -577,7 +577,11 @@ def _send_single(portal: Portal, command: B24Command) -> None:
     _note_reachability(portal, reply.outcome)
     _track_operating(portal, command.method, reply.time)
     with transaction.atomic():
-        if command.pk in _lock_ours([command]):
+        if command.pk not in _lock_ours([command]):
+            return
+        if reply.outcome is Outcome.OK:  # recorded as a batch's answers are: one way
+            _settle_done(portal, [(command, _Reply.of(reply))])
+        else:
             _settle_guarded(portal, command, reply.outcome, _Reply.of(reply))
 
 
@@ -715,9 +719,10 @@ DONE_FIELDS = (
 
 
 def _settle_done(portal: Portal, done: list[tuple[B24Command, "_Reply"]]) -> None:
-    """The successful commands of a batch, recorded in one UPDATE and their result handlers
-    run together (one call per `many` handler). If the bulk record fails (say a result
-    PostgreSQL will not store), each is settled on its own so only the bad one is hit."""
+    """The successful commands of a request (a batch's, or a single one), recorded in one
+    UPDATE and their result handlers run together (one call per `many` handler). If the bulk
+    record fails (say a result PostgreSQL will not store), each is settled on its own so only
+    the bad one is hit."""
     if not done:
         return
     now = timezone.now()

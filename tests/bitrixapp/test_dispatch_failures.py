@@ -123,19 +123,25 @@ def test_infrastructure_errors_are_retried_bugs_are_not(exc, outcome):
 
 
 def test_a_transient_crash_is_retried_with_backoff(fake, make_portal, monkeypatch):
-    # A database hiccup while recording the answer: the command is retried later, counted.
+    # A database hiccup while recording the answer (the bulk record, then the command's own
+    # record it falls back to): the command is retried later, counted.
     portal, remote = make_portal()
     command = outbox.enqueue(portal, "profile")
-    real_settle = outbox.settle
-    hiccups = iter([OperationalError("server closed the connection unexpectedly")])
+    real_settle, real_bulk = outbox.settle, outbox.bulk.bulk_update
+    hiccups = iter([OperationalError("server closed the connection unexpectedly")] * 2)
 
-    def flaky_settle(*args, **kwargs):
-        exc = next(hiccups, None)
-        if exc is not None:
-            raise exc
-        return real_settle(*args, **kwargs)
+    def flaky(real):
+        def call(*args, **kwargs):
+            if real is real_settle or args[1] == outbox.DONE_FIELDS:
+                exc = next(hiccups, None)
+                if exc is not None:
+                    raise exc
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(outbox, "settle", flaky_settle)
+        return call
+
+    monkeypatch.setattr(outbox, "settle", flaky(real_settle))
+    monkeypatch.setattr(outbox.bulk, "bulk_update", flaky(real_bulk))
     outbox.dispatch(portal.pk, slice_s=5)
     waiting = row(command)
     assert waiting.state == State.PENDING and waiting.error_code == outbox.APP_EXCEPTION
