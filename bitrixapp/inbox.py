@@ -294,15 +294,16 @@ def _drain_step(inbox: Inbox, lane: Any, tried: set[int]) -> list[int]:
     """Take the lane's next waiting rows and process them; their ids ([] when none wait)."""
     taken: list[int] = []
     try:
-        with transaction.atomic():
-            rows = _take_waiting(inbox, lane, _step_size(inbox), tried)
-            taken = [row.pk for row in rows]
-            if rows and inbox.handle_batch is not None:
-                _process_batch(inbox, rows)
-            elif rows:
-                _process_one(inbox, rows[0])
-    except _BatchFailed:
-        _one_by_one(inbox, taken)
+        try:
+            with transaction.atomic():
+                rows = _take_waiting(inbox, lane, _step_size(inbox), tried)
+                taken = [row.pk for row in rows]
+                if rows and inbox.handle_batch is not None:
+                    _process_batch(inbox, rows)
+                elif rows:
+                    _process_one(inbox, rows[0])
+        except _BatchFailed:  # the step is undone: its rows one by one
+            _one_by_one(inbox, taken)
     except Exception as exc:
         # As in `process`: the transaction itself broke; count the attempts on their own.
         log.exception("inbox %s: processing rows %s broke", inbox.label, taken)

@@ -310,7 +310,7 @@ def _insert_sql(model: type[models.Model], db: str) -> tuple[str, tuple[Any, ...
 
 @functools.cache
 def _insert_head(model: type[models.Model], db: str) -> tuple[str, tuple[Any, ...]]:
-    """ "INSERT INTO table (columns)" of every concrete field but the primary key."""
+    """The head of an INSERT of every concrete field but the primary key, and those fields."""
     quote = connections[db].ops.quote_name
     fields = tuple(f for f in model._meta.concrete_fields if f is not model._meta.pk)
     columns = ", ".join(quote(field.column) for field in fields)

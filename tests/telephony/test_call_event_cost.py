@@ -2,7 +2,7 @@
 inbox's per-row guarantees. Times are measured by bench/, never here."""
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from bitrixapp import inbox, outbox
@@ -117,6 +117,25 @@ def test_one_failing_event_in_a_burst_does_not_fail_its_neighbours(pbx, monkeypa
     assert rows[pks[1]].next_attempt_at > rows[pks[0]].processed_at  # retried with backoff
     keys = set(Call.objects.exclude(register_command=None).values_list("call_key", flat=True))
     assert keys == {"N1", "N3"}  # nothing of the failed event's transaction was kept
+
+
+def test_a_drain_survives_its_one_by_one_fallback_breaking_too(pbx, monkeypatch):
+    """The batch fails, then so does the database under the one-by-one fallback: the drain
+    still ends, and every row of the step has its attempt counted and a retry scheduled."""
+    pks = ring(pbx, "B1", "B2")
+
+    def broken_engine(*args):
+        raise RuntimeError("engine bug")
+
+    def broken_database(inbox_, pks_):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(engine, "apply", broken_engine)
+    monkeypatch.setattr(inbox, "_one_by_one", broken_database)
+    assert inbox.drain("telephony.pbxevent", pbx.connection.pk) == 2
+    rows = PbxEvent.objects.filter(pk__in=pks).order_by("pk")
+    assert [(r.state, r.attempts) for r in rows] == [("received", 1), ("received", 1)]
+    assert all("server closed" in r.error for r in rows)
 
 
 def test_a_malformed_row_in_a_burst_is_rejected_alone(pbx):
