@@ -579,10 +579,11 @@ def _send_single(portal: Portal, command: B24Command) -> None:
     with transaction.atomic():
         if command.pk not in _lock_ours([command]):
             return
+        part = _Reply.of(reply)
         if reply.outcome is Outcome.OK:  # recorded as a batch's answers are: one way
-            _settle_done(portal, [(command, _Reply.of(reply))])
+            _settle_done(portal, [(command, part)])
         else:
-            _settle_guarded(portal, command, reply.outcome, _Reply.of(reply))
+            _settle_guarded(portal, command, reply.outcome, part)
 
 
 def _send_batch(portal: Portal, commands: list[B24Command]) -> None:

@@ -49,13 +49,17 @@ class _Joined:
             fields = _loaded_fields(fk.related_model, _skipped(skip, path))
             self.parts.append(_Part(path, fk.related_model, fields, parent, fk))
 
-    def select_from(self) -> str:
+    def select_from(self, extra_column: str = "") -> str:
+        """SELECT the parts' columns (then `extra_column`, an SQL expression, if given) FROM
+        the joined tables."""
         quote = connections[self.db].ops.quote_name
         columns = ", ".join(
             f"t{n}.{quote(field.column)}"
             for n, part in enumerate(self.parts)
             for field in part.fields
         )
+        if extra_column:
+            columns += f", {extra_column}"
         tables = f"{quote(self.model._meta.db_table)} t0"
         for n, part in enumerate(self.parts[1:], start=1):
             meta = part.model._meta
@@ -135,7 +139,7 @@ class RowLookup:
         self.has = has
         quote = connections[self.rows.db].ops.quote_name
         # Identifiers from the models, quoted; the values are parameters.
-        select = self.rows.select_from()
+        exists = ""
         if has is not None:
             meta = has.model._meta
             fk, pk = meta.get_field(has.fk).column, model._meta.pk.column
@@ -143,7 +147,7 @@ class RowLookup:
                 f"EXISTS (SELECT 1 FROM {quote(meta.db_table)} h"  # noqa: S608 (identifiers)
                 f" WHERE h.{quote(fk)} = t0.{quote(pk)} AND {has.conditions.sql('h', quote)})"
             )
-            select = select.replace(" FROM ", f", {exists} FROM ", 1)
+        select = self.rows.select_from(exists)
         self.sql = f"{select} WHERE t0.{quote(self.key.column)} = %s LIMIT 1"
 
     def get(self, value: object, has_values: Sequence[Any] = ()) -> Any:
