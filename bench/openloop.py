@@ -93,6 +93,47 @@ class OpenLoopResult:
         """The longest a request went out after its scheduled time (generator or pool lag)."""
         return max(((s.sent - s.scheduled) * 1000 for s in self.samples), default=0.0)
 
+    def late_spells(self, over_ms: float, gap_s: float = 0.5) -> list["Spell"]:
+        """The stretches of the run in which requests came back later than `over_ms`: a
+        stall of the server shows as one spell holding every request scheduled in it, a lost
+        SYN as a lone request one second late."""
+        spells: list[Spell] = []
+        if not self.samples:
+            return spells
+        start = self.samples[0].scheduled
+        for sample in self.samples:
+            if sample.latency_ms <= over_ms:
+                continue
+            at = sample.scheduled - start
+            if spells and at - spells[-1].end_s <= gap_s:
+                spells[-1].end_s, spells[-1].count = at, spells[-1].count + 1
+            else:
+                spells.append(Spell(at, at, 1))
+        return spells
+
+    def describe_late(self, over_ms: float = 100.0) -> str:
+        spells = self.late_spells(over_ms)
+        if not spells:
+            return f"none over {over_ms:.0f} ms"
+        shown = ", ".join(
+            f"{s.count} at {s.start_s:.1f}-{s.end_s:.1f} s" for s in spells[:SPELLS_SHOWN]
+        )
+        more = (
+            f" and {len(spells) - SPELLS_SHOWN} more spells" if len(spells) > SPELLS_SHOWN else ""
+        )
+        total = sum(s.count for s in spells)
+        return f"{total} over {over_ms:.0f} ms, in {len(spells)} spell(s): {shown}{more}"
+
+
+SPELLS_SHOWN = 5
+
+
+@dataclass
+class Spell:
+    start_s: float  # scheduled time of its first late request, seconds into the run
+    end_s: float  # and of its last
+    count: int
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1); q=1 is the maximum."""

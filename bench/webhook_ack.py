@@ -19,6 +19,7 @@ number of stored PbxEvent rows must equal the requests sent.
 Target (issue 11, raised): 500 events/s sustained for 60 s with p99 <= 20 ms.
 """
 
+from bench import netstat
 from bench.env import flush_redis, reset_state, subprocess_env
 from bench.mango import (
     check_accepted,
@@ -54,12 +55,21 @@ def run() -> BenchResult:
     with Gunicorn(NAME, GUNICORN_OPTIONS, subprocess_env(**server_env_extra())) as server:
         check_accepted(server.url, base, ringing_now(new_entry_id("check", 0)))
         run_open_loop(server.url, warmup, RATE, CONNECTIONS)
-        rows_before = PbxEvent.objects.count()
+        rows_before, tcp_before = PbxEvent.objects.count(), netstat.snapshot()
         load = run_open_loop(server.url, measured, RATE, CONNECTIONS)
-        stored = PbxEvent.objects.count() - rows_before
+        stored, tcp = (
+            PbxEvent.objects.count() - rows_before,
+            netstat.delta(tcp_before, netstat.snapshot()),
+        )
     flush_redis()  # the processing tasks nobody consumed
-    print(f"  {_summary(load)}", flush=True)
-    return _result(load, stored)
+    print(f"  {_summary(load)}; late: {load.describe_late()}; TCP: {tcp}", flush=True)
+    return _result(load, stored, tcp)
+
+
+def add_late_rows(result: BenchResult, load: OpenLoopResult, tcp: str) -> None:
+    """Where the tail comes from: when the late requests were due, and what TCP saw."""
+    result.add("late requests, by when they were due", load.describe_late())
+    result.add("TCP counters that moved while measuring (bench/netstat.py)", tcp)
 
 
 def _requests(base: str, count: int, tag: str) -> list[Request]:
@@ -77,7 +87,7 @@ def _summary(load: OpenLoopResult) -> str:
     )
 
 
-def _result(load: OpenLoopResult, stored: int) -> BenchResult:
+def _result(load: OpenLoopResult, stored: int, tcp: str) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     p99 = load.latency(0.99)
     sustained = load.non_200 == 0 and load.achieved_rps >= RATE * 0.98
@@ -99,6 +109,7 @@ def _result(load: OpenLoopResult, stored: int) -> BenchResult:
         "service time p50 / p99 (actual send -> answer)",
         f"{load.service(0.5):.1f} ms / {load.service(0.99):.1f} ms",
     )
+    add_late_rows(result, load, tcp)
     result.notes += [
         f"Open-loop generator (`bench/openloop.py`, Python threads, up to {CONNECTIONS} "
         f"connections) at a fixed {RATE:.0f} req/s; {MEASURE_S} s measured after a "

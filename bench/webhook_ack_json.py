@@ -19,12 +19,14 @@ import secrets
 import time
 from collections.abc import Callable
 
+from bench import netstat
 from bench.env import flush_redis, reset_state, subprocess_env
 from bench.mango import server_env_extra
 from bench.openloop import OpenLoopResult, Request, run_open_loop
 from bench.portals import installed_portal
 from bench.procs import Gunicorn
 from bench.report import BenchResult
+from bench.webhook_ack import add_late_rows
 from telephony.models import PbxConnection, PbxEvent, PbxExtension
 from tests.fakes import generic as generic_fake
 from tests.fakes import mtt as mtt_fake
@@ -78,11 +80,14 @@ def run_for(provider: str) -> BenchResult:
         # Bodies built right before each phase: the generic signature's window is 5 minutes.
         run_open_loop(server.url, _requests(base, build, tag, "warm", WARMUP_S), RATE, CONNECTIONS)
         measured = _requests(base, build, tag, "ack", MEASURE_S)
-        rows_before = PbxEvent.objects.count()
+        rows_before, tcp_before = PbxEvent.objects.count(), netstat.snapshot()
         load = run_open_loop(server.url, measured, RATE, CONNECTIONS)
-        stored = PbxEvent.objects.count() - rows_before
+        stored, tcp = (
+            PbxEvent.objects.count() - rows_before,
+            netstat.delta(tcp_before, netstat.snapshot()),
+        )
     flush_redis()
-    return _result(name, title, event, load, stored)
+    return _result(name, title, event, load, stored, tcp)
 
 
 def _requests(base: str, build: Builder, tag: str, phase: str, seconds: int) -> list[Request]:
@@ -113,7 +118,9 @@ def _check_accepted(server_url: str, base: str, signed: tuple[bytes, dict[str, s
         raise RuntimeError(f"POST {base} answered {reply.status}: {answer[:500]!r}")
 
 
-def _result(name: str, title: str, event: str, load: OpenLoopResult, stored: int) -> BenchResult:
+def _result(
+    name: str, title: str, event: str, load: OpenLoopResult, stored: int, tcp: str
+) -> BenchResult:
     result = BenchResult(name, title)
     p99 = load.latency(0.99)
     sustained = load.non_200 == 0 and load.achieved_rps >= RATE * 0.98
@@ -131,6 +138,7 @@ def _result(name: str, title: str, event: str, load: OpenLoopResult, stored: int
         sustained and stored == len(load.samples),
     )
     result.add("p50 / max latency", f"{load.latency(0.5):.1f} ms / {load.latency(1.0):.1f} ms")
+    add_late_rows(result, load, tcp)
     result.notes += [
         f"As webhook_ack (open loop, up to {CONNECTIONS} connections, {MEASURE_S} s after a "
         f"{WARMUP_S} s warm-up, gunicorn `{' '.join(GUNICORN_OPTIONS)}` sync, DEBUG=0, no "
