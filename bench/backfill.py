@@ -1,7 +1,7 @@
 """backfill: 5,000 complete calls received while Bitrix24 was down, logged after it recovers.
 
 Setup: one standard-plan portal on the live fake, user 11 with UF_PHONE_INNER 101, a Mango
-connection mapping extension 101 to user 11; gunicorn (GUNICORN_OPTIONS, DEBUG=0) and two
+connection mapping extension 101 to user 11; gunicorn as shipped (DEBUG=0) and two
 real `celery worker` processes (a worker on calls,recordings,default and a dispatcher
 on bitrix, concurrency 1 each, as in docker/compose.yaml) started with
 BITRIX24_RETRY_MAX_DELAY_S = RETRY_CAP_S (the default cap of 300 s between retries would
@@ -56,7 +56,7 @@ from bench.mango import (
     server_env_extra,
 )
 from bench.portals import connected_portal, fake_bitrix24
-from bench.procs import LAYOUT, Gunicorn, celery_workers
+from bench.procs import LAYOUT, SHIPPED_GUNICORN, SHIPPED_GUNICORN_TEXT, Gunicorn, celery_workers
 from bench.report import BenchResult
 from bitrixapp.models import B24Command, Portal
 from telephony.models import Call, PbxConnection, PbxEvent
@@ -68,7 +68,7 @@ MEMBER_ID = "bench-backfill"
 CALLS = 5000
 POSTERS = 8
 WORKERS = 2
-GUNICORN_OPTIONS = ["--workers", "2"]
+GUNICORN_OPTIONS = SHIPPED_GUNICORN
 RETRY_CAP_S = 5
 MIN_FAILED_TRIES = 2
 CALLS_AGO_S = 3600.0  # the calls happened an hour ago (late anyway)
@@ -321,7 +321,7 @@ def _result(outage: Outage, rec: Recovery) -> BenchResult:
     result.notes += [
         f"{CALLS} answered inbound calls x {len(ANSWERED_CALL)} webhooks "
         f"({', '.join(ANSWERED_CALL)}), an hour old, POSTed by {POSTERS} threads to gunicorn "
-        f"`{' '.join(GUNICORN_OPTIONS)}` in {outage.post_s:.1f} s ({outage.non_200} non-200) "
+        f"{SHIPPED_GUNICORN_TEXT} in {outage.post_s:.1f} s ({outage.non_200} non-200) "
         f"while the fake answered every request 500; {WORKERS} `celery worker` processes "
         f"({LAYOUT}) with BITRIX24_RETRY_MAX_DELAY_S={RETRY_CAP_S}.",
         f"Outage lasted {outage.length_s:.1f} s (until every webhook was processed and every "

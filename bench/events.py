@@ -35,7 +35,7 @@ from django.conf import settings
 from bench.env import REDIS_URL, reset_state, subprocess_env
 from bench.loadgen import LoadResult, find_wrk, run_python, run_wrk, save_raw
 from bench.portals import installed_portal
-from bench.procs import Gunicorn
+from bench.procs import SHIPPED_GUNICORN, Gunicorn
 from bench.report import BenchResult
 from bitrixapp.models import BitrixEvent
 
@@ -49,14 +49,7 @@ TARGET_RPS, TARGET_P99_MS = 800.0, 30.0
 CONFIGS: dict[str, list[str]] = {
     "sync, 2 workers": ["--workers", "2"],
     "sync, 3 workers": ["--workers", "3"],
-    "gthread, 2 workers x 4 threads": [
-        "--workers",
-        "2",
-        "--worker-class",
-        "gthread",
-        "--threads",
-        "4",
-    ],
+    "as shipped: gthread, 2 workers x 8 threads, access log": SHIPPED_GUNICORN,
 }
 
 

@@ -3,7 +3,7 @@ webhook POST to Bitrix24's register.
 
 Setup: one standard-plan portal on the live fake with its rate limit OFF
 (`enforce_rate_limit = False`: "a fake with no rate limit"), user 11 with UF_PHONE_INNER 101,
-a Mango connection mapping extension 101 to user 11; gunicorn (GUNICORN_OPTIONS, DEBUG=0)
+a Mango connection mapping extension 101 to user 11; gunicorn as shipped (DEBUG=0)
 and two real `celery worker` processes: a worker on calls,recordings,default and a
 dispatcher on bitrix, concurrency 1 each (as in docker/compose.yaml).
 
@@ -47,7 +47,14 @@ from bench.mango import (
 )
 from bench.openloop import Connection, Request, percentile, request_bytes
 from bench.portals import connected_portal, fake_bitrix24
-from bench.procs import LAYOUT, Gunicorn, celery_workers, wait_until
+from bench.procs import (
+    LAYOUT,
+    SHIPPED_GUNICORN,
+    SHIPPED_GUNICORN_TEXT,
+    Gunicorn,
+    celery_workers,
+    wait_until,
+)
 from bench.report import BenchResult
 from bitrixapp.models import B24Command
 from telephony.models import PbxConnection, PbxEvent
@@ -60,7 +67,7 @@ CALLS = 50
 RUNS = 3
 WARMUP_CALLS = 5
 WORKERS = 2
-GUNICORN_OPTIONS = ["--workers", "2"]
+GUNICORN_OPTIONS = SHIPPED_GUNICORN
 REGISTER = "telephony.externalcall.register"
 PAUSE_S = 2.0  # between runs: the previous run's commands settle, the system is idle again
 GIVE_UP_S = 30.0
@@ -310,8 +317,8 @@ def _result(runs: list[Run], lone: Run, throttled: int, opened: int) -> BenchRes
         "command, 2 s quiet, and the app's client-side bucket (Redis b24:bucket:<member_id>) "
         "emptied, standing for the ~25 s it takes to drain after a run.",
         f"{CALLS} threads released by a barrier, each opening its own connection; t0 is taken "
-        "after the barrier, before connecting. gunicorn "
-        f"`{' '.join(GUNICORN_OPTIONS)}` (sync, DEBUG=0); {WORKERS} `celery worker` processes "
+        f"after the barrier, before connecting. gunicorn {SHIPPED_GUNICORN_TEXT}, DEBUG=0; "
+        f"{WORKERS} `celery worker` processes "
         f"({LAYOUT}); fake rate limit off "
         f"({throttled} QUERY_LIMIT_EXCEEDED); the app's own client-side bucket still applies.",
         "The POSTing threads, the fake, gunicorn, the workers, PostgreSQL and Redis share the "

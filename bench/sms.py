@@ -7,7 +7,7 @@ is 20/s and which answers 429 above it. Measured: the fake's accepted sends per 
 the first to the last one, and the 429s it answered. Target (issue): 95-100 % of the limit,
 zero 429.
 
-sms_dlr: gunicorn (2 sync workers, DEBUG=0) receiving MTS delivery reports (form fields, each
+sms_dlr: gunicorn (as shipped, DEBUG=0) receiving MTS delivery reports (form fields, each
 a distinct report) at a fixed 300 req/s for 20 s from the open-loop generator
 (bench/openloop.py). Each report is: the account lookup by its URL, parsing, one INSERT and
 a Celery publish. No worker runs. Target (issue): >= 300 req/s with p99 <= 50 ms.
@@ -26,7 +26,7 @@ from django.utils import timezone
 from bench.env import flush_redis, reset_state, subprocess_env
 from bench.openloop import Request, run_open_loop
 from bench.portals import installed_portal
-from bench.procs import CeleryWorker, Gunicorn, wait_until
+from bench.procs import SHIPPED_GUNICORN, SHIPPED_GUNICORN_TEXT, CeleryWorker, Gunicorn, wait_until
 from bench.report import BenchResult
 from bitrixapp import jobs
 from sms.models import SmsAccount, SmsMessage, SmsSender
@@ -148,7 +148,7 @@ def run_dlr() -> BenchResult:
     account = _account("bench-sms-dlr", None, 20)
     hook = str(account.webhook_uuid)
     env = subprocess_env(DEBUG="0", SECRET_KEY="bench-" + "x" * 50, ALLOWED_HOSTS="127.0.0.1")
-    with Gunicorn("sms_dlr", ["--workers", "2"], env) as server:
+    with Gunicorn("sms_dlr", SHIPPED_GUNICORN, env) as server:
         run_open_loop(server.url, _reports(hook, int(DLR_RATE * WARMUP_S), "warm"), DLR_RATE, 16)
         load = run_open_loop(
             server.url, _reports(hook, int(DLR_RATE * MEASURE_S), "m"), DLR_RATE, CONNECTIONS
@@ -168,7 +168,7 @@ def run_dlr() -> BenchResult:
     result.add("p50 / max", f"{load.latency(0.5):.1f} ms / {load.latency(1.0):.1f} ms")
     result.notes += [
         f"Open-loop at a fixed {DLR_RATE:.0f} req/s for {MEASURE_S} s after a {WARMUP_S} s "
-        "warm-up; gunicorn --workers 2 (sync), DEBUG=0; no worker (tasks flushed after)."
+        f"warm-up; gunicorn {SHIPPED_GUNICORN_TEXT}, DEBUG=0; no worker (tasks flushed after)."
     ]
     return result
 

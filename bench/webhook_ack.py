@@ -2,7 +2,8 @@
 
 Setup: an installed portal row with one Mango connection (api_key / api_salt); gunicorn
 serving `bitrixapp.wsgi` with production switches (DEBUG=0, a SECRET_KEY, ALLOWED_HOSTS;
-requests carry `X-Forwarded-Proto: https` as behind the TLS proxy) and GUNICORN_OPTIONS. No
+requests carry `X-Forwarded-Proto: https` as behind the TLS proxy), configured as shipped
+(bench.procs.SHIPPED_GUNICORN: threaded, keep-alive, an access log line per request). No
 Celery worker runs: the `process_pbx_event` tasks pile up in Redis db 14 and are flushed
 afterwards. Each accepted webhook is: the connection lookup, the sha256 signature check,
 parsing, one PbxEvent INSERT + COMMIT in PostgreSQL and a Celery publish to Redis.
@@ -31,7 +32,7 @@ from bench.mango import (
 )
 from bench.openloop import OpenLoopResult, Request, run_open_loop
 from bench.portals import installed_portal
-from bench.procs import Gunicorn
+from bench.procs import SHIPPED_GUNICORN, SHIPPED_GUNICORN_TEXT, Gunicorn
 from bench.report import BenchResult
 from telephony.models import PbxEvent
 
@@ -41,7 +42,7 @@ MEMBER_ID, APP_TOKEN = "bench-webhook-ack", "bench-application-token"
 RATE = 500.0
 WARMUP_S, MEASURE_S = 2, 60
 CONNECTIONS = 16  # the most requests in flight at once; more only if the server stalls
-GUNICORN_OPTIONS = ["--workers", "2"]  # sync: the best of bench.events' probes
+GUNICORN_OPTIONS = SHIPPED_GUNICORN
 TARGET_P99_MS = 20.0
 
 
@@ -116,10 +117,10 @@ def _result(load: OpenLoopResult, stored: int, tcp: str) -> BenchResult:
         f"{WARMUP_S} s warm-up. Latency runs from each request's scheduled send time; the "
         f"latest any request went out after its scheduled time: {load.max_send_lag_ms:.1f} ms.",
         f"Every request a distinct signed `events/call` Appeared (own entry_id/call_id); "
-        f"answers: {load.statuses}. gunicorn `{' '.join(GUNICORN_OPTIONS)}` (sync) with "
-        "DEBUG=0; no Celery worker (queued tasks flushed afterwards).",
-        "The generator, gunicorn, PostgreSQL and Redis share the machine's cores; sync "
-        "gunicorn closes the connection after each answer, so every request includes a TCP "
-        "connect (as Mango's own requests would).",
+        f"answers: {load.statuses}. gunicorn {SHIPPED_GUNICORN_TEXT}, DEBUG=0; no Celery "
+        "worker (queued tasks flushed afterwards).",
+        "The generator, gunicorn, PostgreSQL and Redis share the machine's cores. The "
+        "generator's connections stay open between requests, as Caddy's to gunicorn do in "
+        "production (Mango's own connections end at Caddy).",
     ]
     return result

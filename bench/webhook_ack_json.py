@@ -24,7 +24,7 @@ from bench.env import flush_redis, reset_state, subprocess_env
 from bench.mango import server_env_extra
 from bench.openloop import OpenLoopResult, Request, run_open_loop
 from bench.portals import installed_portal
-from bench.procs import Gunicorn
+from bench.procs import SHIPPED_GUNICORN, SHIPPED_GUNICORN_TEXT, Gunicorn
 from bench.report import BenchResult
 from bench.webhook_ack import add_late_rows
 from telephony.models import PbxConnection, PbxEvent, PbxExtension
@@ -34,7 +34,7 @@ from tests.fakes import mtt as mtt_fake
 RATE = 200.0
 WARMUP_S, MEASURE_S = 2, 60
 CONNECTIONS = 16
-GUNICORN_OPTIONS = ["--workers", "2"]
+GUNICORN_OPTIONS = SHIPPED_GUNICORN
 TARGET_P99_MS = 20.0
 SECRET = "bench-json-secret"
 JSON_TYPE = (("Content-Type", "application/json"),)
@@ -141,7 +141,7 @@ def _result(
     add_late_rows(result, load, tcp)
     result.notes += [
         f"As webhook_ack (open loop, up to {CONNECTIONS} connections, {MEASURE_S} s after a "
-        f"{WARMUP_S} s warm-up, gunicorn `{' '.join(GUNICORN_OPTIONS)}` sync, DEBUG=0, no "
+        f"{WARMUP_S} s warm-up, gunicorn {SHIPPED_GUNICORN_TEXT}, DEBUG=0, no "
         f"worker), every request a distinct signed `{event}` JSON body; answers: "
         f"{load.statuses}; latest send after schedule: {load.max_send_lag_ms:.1f} ms.",
     ]
