@@ -8,6 +8,11 @@ WEB_WORKERS and WEB_THREADS size it; the command line may override anything here
 """
 
 import os
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from bitrixapp.logsafe import masked, masked_query
 
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
@@ -23,6 +28,27 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = "-"
+
+
+class MaskedAccessLog(Logger):
+    """gunicorn's logger, with the secrets of webhook URLs and query values hidden in the
+    access log (bitrixapp/logsafe.py): the default line carries the whole request line."""
+
+    URL_ATOMS = ("r", "U", "f", "{raw_uri}e", "{path_info}e", "{request_uri}e")
+    QUERY_ATOMS = ("q", "{query_string}e")
+
+    def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict:
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in self.URL_ATOMS:
+            if isinstance(atoms.get(key), str):
+                atoms[key] = masked(atoms[key])
+        for key in self.QUERY_ATOMS:
+            if isinstance(atoms.get(key), str):
+                atoms[key] = masked_query(atoms[key])
+        return atoms
+
+
+logger_class = MaskedAccessLog
 # gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl):
 # a second instance (tests, another checkout) would take it over. Nothing here uses it.
 control_socket_disable = True

@@ -247,6 +247,19 @@ def test_slow_clients_do_not_stop_the_server_answering(serve: Serve) -> None:
             sock.close()
 
 
+def test_the_logs_keep_webhook_urls_without_their_secrets(serve: Serve) -> None:
+    """gunicorn's access line and Django's "Not Found" line both name the route, not the
+    webhook's UUID or a query's values (bitrixapp/logsafe.py)."""
+    hook = "3f1c2a9e-5b7d-4e8a-9c0f-1a2b3c4d5e6f"
+    answer = requests.post(
+        f"{serve.url}/telephony/hooks/{hook}/?api_key=topsecret", json={}, timeout=10
+    )
+    assert answer.status_code == 404
+    serve.wait_for(r'"POST /telephony/hooks/\*\*\*/\?api_key=\*\*\* HTTP/1\.1" 404')
+    serve.wait_for(r"Not Found: /telephony/hooks/\*\*\*/")
+    assert hook not in serve.output() and "topsecret" not in serve.output()
+
+
 def test_a_killed_worker_is_restarted_while_the_web_server_keeps_answering(serve: Serve) -> None:
     # The newest worker: the supervisor may already have restarted one (a slow CI machine),
     # and this test is about the restart it does next, not about how many came before.
