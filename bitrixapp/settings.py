@@ -78,6 +78,9 @@ BITRIX24_CLIENT_ID = env.str("BITRIX24_CLIENT_ID", default="")
 BITRIX24_CLIENT_SECRET = env.str("BITRIX24_CLIENT_SECRET", default="")
 BITRIX24_OAUTH_URL = env.str("BITRIX24_OAUTH_URL", default="https://oauth.bitrix.info/oauth/token/")
 BITRIX24_ALLOW_HTTP = env.bool("BITRIX24_ALLOW_HTTP", default=False)
+# PBX and SMS gateway requests (API URLs, recording links) go to public addresses only
+# (bitrixapp.public_http); on for a PBX or gateway inside the operator's own network.
+PROVIDERS_ALLOW_PRIVATE_HOSTS = env.bool("PROVIDERS_ALLOW_PRIVATE_HOSTS", default=False)
 # Bitrix24 cuts a request off at 60 s; waiting a little longer means a slow answer is still
 # read instead of being resent (which could apply the command twice).
 BITRIX24_TIMEOUT = (5.0, env.float("BITRIX24_READ_TIMEOUT", default=65.0))

@@ -130,6 +130,7 @@ class Demo:
             BITRIX24_CLIENT_SECRET=self.fake.client_secret,
             BITRIX24_OAUTH_URL=self.fake.oauth_url,
             BITRIX24_ALLOW_HTTP="1",
+            PROVIDERS_ALLOW_PRIVATE_HOSTS="1",  # the fake PBXs' recordings are on 127.0.0.1
             # The fakes stand in for the internet: the JS SDK is not loaded from Bitrix24.
             BITRIX24_JS_SDK_URL=f"{self.fake.base_url}/portal/bx24.js",
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

@@ -12,6 +12,8 @@ os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:63
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
 os.environ.setdefault("BITRIX24_ALLOW_HTTP", "1")
+# The fake PBXs serve their recordings on 127.0.0.1 (tests of the rule switch it off).
+os.environ.setdefault("PROVIDERS_ALLOW_PRIVATE_HOSTS", "1")
 os.environ.setdefault("BITRIX24_CLIENT_ID", "app.test")
 os.environ.setdefault("BITRIX24_CLIENT_SECRET", "test-client-secret")
 os.environ.setdefault("APP_BASE_URL", "https://bridge.example.com")

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from bitrixapp import public_http
 from sms.models import SmsStatus
 from sms.providers.base import Outgoing, Report, ReportRejected, SendError, SmsProvider
 
@@ -100,6 +101,8 @@ class MtsCommunicator(SmsProvider):
         auth = (credentials.get("login", ""), credentials.get("password", ""))
         try:
             return _session().request(method, url, auth=auth, timeout=TIMEOUT, **kwargs)
+        except public_http.PrivateAddress as exc:
+            raise SendError(public_http.refusal(exc), permanent=True) from None
         except requests.RequestException as exc:
             raise SendError(f"MTS not reachable: {type(exc).__name__}", permanent=False) from exc
 
@@ -122,7 +125,7 @@ def _session() -> requests.Session:
     """One keep-alive session per thread (a campaign sends thousands of requests)."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = _local.session = requests.Session()
+        session = _local.session = public_http.session()
     return session
 
 

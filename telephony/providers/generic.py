@@ -30,7 +30,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from bitrixapp import storable
+from bitrixapp import public_http, storable
 from telephony.providers.base import (
     CallEvent,
     ConnectionLike,
@@ -325,17 +325,23 @@ class GenericJson:
         )
 
     def fetch_recording(self, connection: ConnectionLike, recording_id: str) -> Recording:
-        """`recording_id` is the event's recording_url (checked as http(s) when received)."""
+        """`recording_id` is the event's recording_url (checked as http(s) when received),
+        downloaded from a public address only (bitrixapp.public_http)."""
         try:
-            with requests.get(
-                recording_id, timeout=TIMEOUT, allow_redirects=True, stream=True
-            ) as answer:
+            with (
+                public_http.session() as http,
+                http.get(
+                    recording_id, timeout=TIMEOUT, allow_redirects=True, stream=True
+                ) as answer,
+            ):
                 if answer.status_code in (401, 403, 410):
                     raise ProviderError(
                         f"the PBX refused the recording download (HTTP {answer.status_code})",
                         permanent=True,
                     )
                 content = _capped(answer) if answer.status_code == 200 else b""
+        except public_http.PrivateAddress as exc:
+            raise ProviderError(public_http.refusal(exc), permanent=True) from None
         except requests.RequestException as exc:
             # str(exc) would show the URL, which may carry a token.
             raise ProviderError(f"recording download failed ({type(exc).__name__})") from None

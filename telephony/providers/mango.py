@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin
 import requests
 from django.utils.translation import gettext_lazy as _
 
-from bitrixapp import storable
+from bitrixapp import public_http, storable
 from telephony.providers.base import (
     FORM,
     CallEvent,
@@ -520,12 +520,15 @@ class Mango:
         api_key, salt = _credentials(connection, error=ProviderError)
         url = _api_url(connection) + endpoint
         try:
-            answer = requests.post(
-                url,
-                data=signed_form(api_key, salt, payload),
-                timeout=TIMEOUT,
-                allow_redirects=follow,
-            )
+            with public_http.session() as http:
+                answer = http.post(
+                    url,
+                    data=signed_form(api_key, salt, payload),
+                    timeout=TIMEOUT,
+                    allow_redirects=follow,
+                )
+        except public_http.PrivateAddress as exc:
+            raise ProviderError(public_http.refusal(exc), permanent=True) from None
         except requests.RequestException as exc:
             raise ProviderError(f"Mango API at {url} unreachable: {type(exc).__name__}") from exc
         if answer.status_code in self.HTTP_ERRORS:
@@ -534,7 +537,10 @@ class Mango:
 
     def _download(self, link: str, recording_id: str) -> requests.Response:
         try:
-            answer = requests.get(link, timeout=TIMEOUT)
+            with public_http.session() as http:
+                answer = http.get(link, timeout=TIMEOUT)
+        except public_http.PrivateAddress as exc:
+            raise ProviderError(public_http.refusal(exc), permanent=True) from None
         except requests.RequestException as exc:
             # str(exc) would contain the one-time link: name the error class only.
             raise ProviderError(

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import requests
 from django.utils.translation import gettext_lazy as _
 
-from bitrixapp import storable
+from bitrixapp import public_http, storable
 from telephony.providers.base import (
     CallEvent,
     ConnectionLike,
@@ -247,7 +247,10 @@ class Mtt:
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
-            return requests.get(url, headers=headers, timeout=TIMEOUT)
+            with public_http.session() as http:
+                return http.get(url, headers=headers, timeout=TIMEOUT)
+        except public_http.PrivateAddress as exc:
+            raise ProviderError(public_http.refusal(exc), permanent=True) from None
         except requests.RequestException as exc:
             # str(exc) may contain a signed file link: name the error class only.
             raise ProviderError(f"MTT unreachable: {type(exc).__name__}") from None

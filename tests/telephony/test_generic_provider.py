@@ -309,6 +309,23 @@ def test_a_recording_over_the_size_cap_fails_for_good_without_being_kept(pbx_gen
 
 
 @pytest.mark.django_db
+def test_a_recording_url_on_a_private_address_is_refused_for_good_without_a_request(
+    pbx_generic, settings
+):
+    """Server-side request forgery: a signed webhook must not make the worker fetch from the
+    network it runs in (bitrixapp.public_http); the fake's files are on 127.0.0.1."""
+    settings.PROVIDERS_ALLOW_PRIVATE_HOSTS = False
+    pbx_generic.files.files["rec/1.wav"] = b"RIFFgeneric"
+    play(pbx_generic, "ringing", "answered", "ended")
+    play(pbx_generic, "recording", recording_url=pbx_generic.files.url("rec/1.wav"))
+    recording = CallRecording.objects.get()
+    assert recording.state == "failed"
+    assert "private or local address" in recording.error and "127.0.0.1" in recording.error
+    assert pbx_generic.files.gets.get("rec/1.wav", 0) == 0
+    assert pbx_generic.methods() == ["register", "finish"]
+
+
+@pytest.mark.django_db
 def test_signature_failures_and_replays_store_nothing(pbx_generic):
     body = json.dumps(fixture("ringing")["json"]).encode()
     url = f"/telephony/hooks/{pbx_generic.connection.webhook_uuid}/"
