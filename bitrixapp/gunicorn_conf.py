@@ -29,6 +29,10 @@ limit_request_line = 8190
 limit_request_fields = 100
 accesslog = "-"
 
+# gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl):
+# a second instance (tests, another checkout) would take it over. Nothing here uses it.
+control_socket_disable = True
+
 
 class MaskedAccessLog(Logger):
     """gunicorn's logger, with the secrets of webhook URLs and query values hidden in the
@@ -49,6 +53,3 @@ class MaskedAccessLog(Logger):
 
 
 logger_class = MaskedAccessLog
-# gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl):
-# a second instance (tests, another checkout) would take it over. Nothing here uses it.
-control_socket_disable = True
