@@ -9,8 +9,9 @@ answer back to them, e.g. as a "recording" in their portal (server-side request 
 
 The check is made on the address each connection actually reached: after DNS, on every
 redirect, so a name that resolves to a public address when looked at and to a private one
-when connected (DNS rebinding) gets nowhere either. Proxies from the environment are not
-used for these downloads (the proxy's address would be the one checked).
+when connected (DNS rebinding) gets nowhere either. Nothing is taken from the environment
+for these requests (requests' trust_env): not a proxy, whose address would be the one
+checked, nor a CA bundle or .netrc.
 PROVIDERS_ALLOW_PRIVATE_HOSTS lifts the rule: for a PBX on the operator's own network, and
 for the tests' and the demo's fakes on 127.0.0.1.
 """
