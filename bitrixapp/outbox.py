@@ -131,7 +131,7 @@ def enqueue(
         owner_key = depends_on.owner_key
     if handler and handler not in RESULT_HANDLERS:
         raise ValueError(f"unknown result handler {handler!r}")
-    command = B24Command.objects.create(
+    command = B24Command(
         portal=portal,
         method=method,
         params=params or {},
@@ -140,8 +140,75 @@ def enqueue(
         handler=handler,
         context=context or {},
     )
+    together = getattr(_inserting, "together", None)
+    if together is None:
+        command.save(force_insert=True)
+    else:
+        together.add(command)
     kick_after_commit(portal.pk)
     return command
+
+
+_inserting = threading.local()
+
+
+@contextlib.contextmanager
+def inserted_together(expected: int) -> Iterator[None]:
+    """Commands enqueued inside the block are inserted in one statement when it ends (in the
+    caller's transaction), not one INSERT each: a burst's 50 registers were a third of its
+    worker's time.
+
+    Their ids are drawn from the table's sequence when the first one is enqueued (about
+    `expected` per statement), so refs, `depends_on` and the rows that point at them work as
+    usual. Commands of one owner are sent in id order, so take every lock that orders an
+    owner's commands (its call's row) before the block's first enqueue: ids drawn after the
+    lock are higher than those of any transaction that held it before. Nested blocks join the
+    outer one; on SQLite (`make run`) each command is inserted at once, as outside a block.
+    """
+    if getattr(_inserting, "together", None) is not None or not _has_sequences():
+        yield
+        return
+    together = _Together(expected)
+    _inserting.together = together
+    try:
+        yield
+        together.insert()
+    finally:
+        _inserting.together = None
+
+
+def _has_sequences() -> bool:
+    return transaction.get_connection().vendor == "postgresql"
+
+
+class _Together:
+    """The commands of one `inserted_together` block, with ids drawn ahead."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = max(1, expected)
+        self.commands: list[B24Command] = []
+        self.ids: list[int] = []
+
+    def add(self, command: B24Command) -> None:
+        if not self.ids:
+            self.ids = _draw_ids(self.expected)
+        command.pk = self.ids.pop(0)
+        self.commands.append(command)
+
+    def insert(self) -> None:
+        if self.commands:
+            B24Command.objects.bulk_create(self.commands)
+
+
+def _draw_ids(count: int) -> list[int]:
+    """`count` new ids from the commands' sequence, ascending, in one statement."""
+    table, column = B24Command._meta.db_table, B24Command._meta.pk.column
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, column, count],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def kick_after_commit(portal_id: int) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bitrixapp import outbox, rest
@@ -140,6 +141,62 @@ def test_many_commands_in_one_transaction_register_one_kick(
             outbox.enqueue(portal, "profile", {"n": i})
         outbox.enqueue(other, "profile")
     assert len(callbacks) == 2  # one per portal, not one per command
+
+
+def test_commands_enqueued_together_are_one_insert_with_ids_in_order_and_working_refs(
+    fake, make_portal
+):
+    portal, remote = make_portal()
+    remote.add_user(12, NAME="Anna", UF_PHONE_INNER="101")
+    before = outbox.enqueue(portal, "profile", owner_key="call:1")
+    with (
+        transaction.atomic(),
+        CaptureQueriesContext(connection) as captured,
+        outbox.inserted_together(2),
+    ):
+        register = outbox.enqueue(
+            portal,
+            "telephony.externalCall.register",
+            {"USER_ID": 12, "PHONE_NUMBER": "+74951234567", "TYPE": 2, "EXTERNAL_CALL_ID": "c"},
+            owner_key="call:1",
+        )
+        with outbox.inserted_together(1):  # joins the outer block
+            show = outbox.enqueue(
+                portal,
+                "telephony.externalCall.show",
+                {"CALL_ID": outbox.ref(register, "CALL_ID"), "USER_ID": [12]},
+                depends_on=register,
+            )
+        finish = outbox.enqueue(  # one more than expected: a second draw of ids
+            portal,
+            "telephony.externalCall.finish",
+            {"CALL_ID": outbox.ref(register, "CALL_ID"), "USER_ID": 12, "DURATION": 5},
+            depends_on=show,
+        )
+        assert not B24Command.objects.filter(pk=register.pk).exists()  # not yet inserted
+    sql = [q["sql"] for q in captured]
+    assert sum(s.startswith("SELECT nextval") for s in sql) == 2
+    assert sum(s.startswith('INSERT INTO "bitrixapp_b24command"') for s in sql) == 1
+    assert before.pk < register.pk < show.pk < finish.pk  # the owner's order is the id order
+    drain(portal)
+    assert executed(fake) == [
+        "profile",
+        "telephony.externalCall.register",
+        "telephony.externalCall.show",
+        "telephony.externalCall.finish",
+    ]
+    call_id = B24Command.objects.get(pk=register.pk).result["CALL_ID"]
+    assert fake.calls_of("telephony.externalCall.finish")[0].params["CALL_ID"] == call_id
+
+
+def test_a_block_that_fails_inserts_nothing_and_the_next_enqueue_inserts_at_once(make_portal):
+    portal, _ = make_portal()
+    with pytest.raises(RuntimeError), transaction.atomic(), outbox.inserted_together(5):
+        outbox.enqueue(portal, "profile")
+        raise RuntimeError("the batch broke")
+    assert not B24Command.objects.exists()
+    command = outbox.enqueue(portal, "profile")
+    assert B24Command.objects.filter(pk=command.pk).exists()
 
 
 def test_a_backlog_goes_out_as_one_batch(fake, make_portal):
