@@ -11,8 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
 
 from bitrixapp.http import resolved
 
@@ -93,6 +95,10 @@ class ServerEndpointsMiddleware:
         if match is None or not _serves_servers(match.func):
             return self.get_response(request)
         request.resolver_match = match
+        # Other servers read these answers in English. LocaleMiddleware (skipped here) leaves
+        # the language of the thread's last page active: a Russian admin page before would
+        # make the next webhook's errors Russian.
+        translation.activate(settings.LANGUAGE_CODE)
         try:
             response = match.func(request, *match.args, **match.kwargs)
         except Exception as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.utils import translation
 
 from bitrixapp import outbox
 from bitrixapp.models import B24Command, Portal
@@ -51,6 +52,16 @@ def _clean_redis() -> None:
     keys = list(client.scan_iter("b24:*")) + list(client.scan_iter(":1:*"))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Each test starts in the default language: a page request leaves the language its
+    middleware chose active on the thread (Russian for a Russian admin), and a later test
+    reading messages outside a request would see that one."""
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 _portal_seq = iter(range(1, 10**6))

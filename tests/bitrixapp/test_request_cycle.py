@@ -67,3 +67,11 @@ def test_a_server_endpoint_answers_503_while_the_database_is_unreachable(client)
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response.json()["error"] == "unavailable"
+
+
+def test_a_server_endpoint_answers_in_english_after_a_russian_page_on_the_same_thread(client):
+    page = client.get("/admin/login/", HTTP_ACCEPT_LANGUAGE="ru")
+    assert page["Content-Language"] == "ru"
+    answer = client.post("/bitrix/events/", "x=1", content_type="text/plain")
+    assert answer.status_code == 415
+    assert answer.json()["detail"] == 'Unsupported media type "text/plain" in request.'
