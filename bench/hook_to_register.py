@@ -15,7 +15,9 @@ EXTERNAL_CALL_ID ("<prefix>:<entry_id>"): the fake's `Call.at`, taken with `time
 in this same process. Registers sent inside a `batch` are recorded per sub-call at the
 batch's execution, microseconds after the batch request arrived. Figure per call: that
 arrival - t0; so it covers gunicorn (the acknowledgement), the `calls` queue, the engine,
-the outbox and the dispatcher's request. One warm-up round of WARMUP_CALLS calls, then RUNS
+the outbox and the dispatcher's request. One warm-up round of WARMUP_CALLS calls (a burst as
+large as a run's, so that every gunicorn thread has opened its database connection, as in a
+server that has been up for a while), then RUNS
 runs of CALLS calls with a pause between them; the reported figures are those of the median
 run (by p99), the other runs are listed in the notes. Then LONE_CALLS single calls, one at a
 time with LONE_PAUSE_S of idle between them (the same measurement with one thread). Before
@@ -65,7 +67,7 @@ TITLE = "50 calls ringing at once: webhook POST -> register at Bitrix24"
 MEMBER_ID = "bench-hook-register"
 CALLS = 50
 RUNS = 3
-WARMUP_CALLS = 5
+WARMUP_CALLS = CALLS  # each of gunicorn's 16 threads keeps a connection of its own
 WORKERS = 2
 GUNICORN_OPTIONS = SHIPPED_GUNICORN
 REGISTER = "telephony.externalcall.register"
@@ -115,6 +117,7 @@ def run() -> BenchResult:
             _no_rate_limit(fake)
             check_accepted(web.url, hook_path(connection), ringing_now(new_entry_id("check", 0)))
             _ring(fake, web.url, connection, WARMUP_CALLS, "warm")
+            _settle(portal.pk)
             runs = []
             sessions_before = _sessions_opened()
             for n in range(RUNS):
