@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,7 +131,7 @@ def handle_batch(rows: list[PbxEvent]) -> dict[int, str | Exception]:
     return outcomes
 
 
-def _commands_together(events: list[CallEvent]) -> AbstractContextManager:
+def _commands_together(events: list[CallEvent]) -> contextlib.AbstractContextManager:
     """One INSERT for the commands of a batch's events (outbox.inserted_together), which needs
     every call locked before the first command: a call found by its command id (click-to-call)
     is locked on the way, so such a batch inserts as it goes. So does a lone event, for which
