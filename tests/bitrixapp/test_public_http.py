@@ -1,12 +1,11 @@
 """Downloads from webhook-given URLs reach public addresses only (bitrixapp.public_http)."""
 
-import http.server
-import threading
 from types import SimpleNamespace
 
 import pytest
 
 from bitrixapp import public_http
+from tests.fakes.generic import FakePbxFiles
 
 
 @pytest.mark.parametrize(
@@ -34,42 +33,26 @@ def test_what_counts_as_public(address, public):
 
 @pytest.fixture
 def local_server():
-    """An HTTP server on 127.0.0.1 counting the requests that reach it."""
-    hits = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], hits
-    server.shutdown()
-    server.server_close()
+    """The fake PBX file server (tests/fakes/generic.py) on 127.0.0.1, counting its GETs:
+    here an internal host the app must not reach."""
+    with FakePbxFiles() as files:
+        files.files["rec.wav"] = b"RIFF"
+        yield files
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_private_address_is_refused_before_any_request_is_sent(local_server, settings, host):
     settings.PROVIDERS_ALLOW_PRIVATE_HOSTS = False
-    port, hits = local_server
     with public_http.session() as http_session, pytest.raises(public_http.PrivateAddress):
-        http_session.get(f"http://{host}:{port}/secret", timeout=5)
-    assert hits == []
+        http_session.get(f"http://{host}:{local_server.port}/rec.wav", timeout=5)
+    assert not local_server.gets
 
 
 def test_the_operator_can_allow_private_addresses(local_server, settings):
     settings.PROVIDERS_ALLOW_PRIVATE_HOSTS = True
-    port, hits = local_server
     with public_http.session() as http_session:
-        assert http_session.get(f"http://127.0.0.1:{port}/rec.wav", timeout=5).text == "ok"
-    assert hits == ["/rec.wav"]
+        assert http_session.get(local_server.url("rec.wav"), timeout=5).content == b"RIFF"
+    assert local_server.gets == {"rec.wav": 1}
 
 
 # ---------------------------------------------------------------- every provider's requests
@@ -83,8 +66,7 @@ def refused_provider_requests(local_server, settings, monkeypatch):
 
     settings.PROVIDERS_ALLOW_PRIVATE_HOSTS = False
     monkeypatch.delattr(mts_by._local, "session", raising=False)
-    port, hits = local_server
-    yield f"http://127.0.0.1:{port}/", hits
+    yield local_server.url(""), local_server.gets
     monkeypatch.delattr(mts_by._local, "session", raising=False)
 
 
@@ -113,4 +95,4 @@ def test_mango_mtt_and_mts_refuse_an_api_url_inside_the_network(refused_provider
         with pytest.raises(error, match="private or local address") as refused:
             attempt()
         assert refused.value.permanent
-    assert hits == []
+    assert not hits
