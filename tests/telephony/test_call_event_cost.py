@@ -180,3 +180,30 @@ def test_a_batch_of_50_registers_looks_once_and_settles_in_eight_statements(pbx)
     stored = {c.pk: c.result["CALL_ID"] for c in B24Command.objects.all()}  # a dict, as sent
     assert {c.b24_call_id for c in Call.objects.all()} == set(stored.values())
     assert len(pbx.fake.calls_of("telephony.externalCall.register")) == 50
+
+
+def test_a_batch_with_a_click_to_call_event_inserts_its_commands_one_by_one(pbx):
+    """A click-to-call event's call is locked on the way, after a batch's ids would have been
+    drawn: such a batch does not draw ids ahead (outbox.inserted_together), so each of its
+    calls' commands keeps its place in id order."""
+    from tests.telephony.test_click_to_call import click, crm_registered_call
+
+    click(pbx, crm_registered_call(pbx), EXTENSION="", CALL_LIST_ID="0")
+    started = Call.objects.get()
+    pbx.settle()
+    pbx.deliver("call__appeared_callback", command_id=started.command_id, entry="C1")
+    [first, *_] = ring(pbx, "R1", "R2")
+    sql = statements(lambda: inbox.process(PbxEvent, first))
+    assert not any(s.startswith("SELECT nextval") for s in sql)
+    assert sum(s.startswith('INSERT INTO "bitrixapp_b24command"') for s in sql) == 2  # R1, R2
+    assert PbxEvent.objects.filter(state="processed").count() == 3
+
+
+def test_a_burst_draws_its_command_ids_after_locking_its_calls(pbx):
+    ring(pbx, "warm")
+    pbx.settle()
+    pks = ring(pbx, "D1", "D2", "D3")
+    sql = statements(lambda: inbox.process(PbxEvent, pks[0]))
+    drawn = next(i for i, s in enumerate(sql) if s.startswith("SELECT nextval"))
+    created = next(i for i, s in enumerate(sql) if s.startswith('INSERT INTO "telephony_call"'))
+    assert created < drawn
