@@ -10,7 +10,7 @@ zero 429.
 sms_dlr: gunicorn (as shipped, DEBUG=0) receiving MTS delivery reports (form fields, each
 a distinct report) at a fixed 300 req/s for 20 s from the open-loop generator
 (bench/openloop.py). Each report is: the account lookup by its URL, parsing, one INSERT and
-a Celery publish. No worker runs. Target (issue): >= 300 req/s with p99 <= 50 ms.
+a kick of its lane in Redis. No worker runs. Target (issue): >= 300 req/s with p99 <= 50 ms.
 
 sms_memory: 10,000 messages of one account at 200/s (fake limit 200/s), one worker process
 (concurrency 2); the resident memory of the worker's processes is sampled every second.

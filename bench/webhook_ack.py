@@ -4,9 +4,10 @@ Setup: an installed portal row with one Mango connection (api_key / api_salt); g
 serving `bitrixapp.wsgi` with production switches (DEBUG=0, a SECRET_KEY, ALLOWED_HOSTS;
 requests carry `X-Forwarded-Proto: https` as behind the TLS proxy), configured as shipped
 (bench.procs.SHIPPED_GUNICORN: threaded, keep-alive, an access log line per request). No
-Celery worker runs: the `process_pbx_event` tasks pile up in Redis db 14 and are flushed
+Celery worker runs: the one queued drain task stays in Redis db 14 and is flushed
 afterwards. Each accepted webhook is: the connection lookup, the sha256 signature check,
-parsing, one PbxEvent INSERT + COMMIT in PostgreSQL and a Celery publish to Redis.
+parsing, one PbxEvent INSERT + COMMIT in PostgreSQL and a kick of its lane in Redis (a
+cache add; a Celery publish only when no drain task is on its way).
 
 Method: RATE * (WARMUP_S + MEASURE_S) distinct `events/call` Appeared notifications (each its
 own entry_id and call_id, current timestamps, signed like Mango: sha256(key + json + salt))

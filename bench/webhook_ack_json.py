@@ -7,8 +7,8 @@ MTT: a connection with a shared secret, so each request's raw body is checked ag
 HMAC-SHA256 in `X-Signature`. Generic: `X-Timestamp` + `X-Signature` over `timestamp.body`
 (timestamps taken when the bodies are generated, well inside the 5-minute window) and the
 serializer validation of every field. Each accepted webhook is: the connection lookup, the
-signature check, parsing, one PbxEvent INSERT + COMMIT and a Celery publish to Redis (no
-worker runs; the queued tasks are flushed afterwards).
+signature check, parsing, one PbxEvent INSERT + COMMIT and a kick of its lane in Redis (no
+worker runs; the queued drain task is flushed afterwards).
 """
 
 from __future__ import annotations
