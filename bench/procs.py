@@ -23,11 +23,11 @@ WORK_QUEUES = "calls,recordings,default"  # the production `worker` service
 DISPATCH_QUEUES = "bitrix"  # the production `dispatcher` service
 LAYOUT = "one worker on calls,recordings,default and one dispatcher on bitrix (as in compose)"
 # The web server as shipped (`make run`, docker/): threaded workers, WEB_WORKERS x WEB_THREADS
-# (2 x 8 by default), keep-alive, an access log line per request. In production Caddy sits in
+# (3 x 4 by default), keep-alive, an access log line per request. In production Caddy sits in
 # front and keeps its connections to gunicorn open; the generators here keep theirs open too.
 SHIPPED_GUNICORN = ["-c", "python:bitrixapp.gunicorn_conf"]
 SHIPPED_GUNICORN_TEXT = (
-    "as shipped (bitrixapp/gunicorn_conf.py: gthread, 2 workers x 8 threads, keep-alive, "
+    "as shipped (bitrixapp/gunicorn_conf.py: gthread, 3 workers x 4 threads, keep-alive, "
     "access log)"
 )
 
