@@ -15,15 +15,15 @@ EXTERNAL_CALL_ID ("<prefix>:<entry_id>"): the fake's `Call.at`, taken with `time
 in this same process. Registers sent inside a `batch` are recorded per sub-call at the
 batch's execution, microseconds after the batch request arrived. Figure per call: that
 arrival - t0; so it covers gunicorn (the acknowledgement), the `calls` queue, the engine,
-the outbox and the dispatcher's request. One warm-up round of WARMUP_CALLS calls (a burst as
-large as a run's, so that every gunicorn thread has opened its database connection, as in a
-server that has been up for a while), then RUNS
-runs of CALLS calls with a pause between them; the reported figures are those of the median
-run (by p99), the other runs are listed in the notes. Then LONE_CALLS single calls, one at a
-time with LONE_PAUSE_S of idle between them (the same measurement with one thread). Before
-each run the system is idle: no open command, 2 s of quiet, and the app's client-side request
-bucket (Redis `b24:bucket:<member_id>`) emptied, as after the ~25 s a full bucket takes to
-drain.
+the outbox and the dispatcher's request. Warm-up: bursts of WARMUP_CALLS calls (as large as a
+run's), up to WARMUP_ROUNDS of them, until every gunicorn thread has opened its database
+connection (PostgreSQL sessions with the web's PGAPPNAME), as in a server that has been up
+for a while; then RUNS runs of CALLS calls with a pause between them; the reported figures
+are those of the median run (by p99), the other runs are listed in the notes. Then
+LONE_CALLS single calls, one at a time with LONE_PAUSE_S of idle between them (the same
+measurement with one thread). Before each run the system is idle: no open command, 2 s of
+quiet, and the app's client-side request bucket (Redis `b24:bucket:<member_id>`) emptied, as
+after the ~25 s a full bucket takes to drain.
 
 Targets (issue 11): 50 at once p50 <= 150 ms, p99 <= 300 ms; an idle single call p50 <= 30 ms.
 """
@@ -58,6 +58,7 @@ from bench.procs import (
     wait_until,
 )
 from bench.report import BenchResult
+from bitrixapp import gunicorn_conf
 from bitrixapp.models import B24Command
 from telephony.models import PbxConnection, PbxEvent
 from tests.fakes.bitrix24 import FakeBitrix24
@@ -68,6 +69,8 @@ MEMBER_ID = "bench-hook-register"
 CALLS = 50
 RUNS = 3
 WARMUP_CALLS = CALLS  # each of gunicorn's threads (12 as shipped) keeps its own connection
+WARMUP_ROUNDS = 5  # bursts at most, until every thread has served one (_warm_up)
+WEB_APP_NAME = "bench-hook-web"  # gunicorn's PostgreSQL sessions, told apart by libpq's PGAPPNAME
 WORKERS = 2
 GUNICORN_OPTIONS = SHIPPED_GUNICORN
 REGISTER = "telephony.externalcall.register"
@@ -112,12 +115,11 @@ def run() -> BenchResult:
         portal, remote = connected_portal(fake, MEMBER_ID)
         remote.add_user(11, NAME="Operator", UF_PHONE_INNER="101")
         connection = mango_connection(portal, {"101": 11})
-        env = subprocess_env(**server_env_extra())
+        env = subprocess_env(**server_env_extra(), PGAPPNAME=WEB_APP_NAME)
         with celery_workers(fake.oauth_url, WORKERS), Gunicorn(NAME, GUNICORN_OPTIONS, env) as web:
             _no_rate_limit(fake)
             check_accepted(web.url, hook_path(connection), ringing_now(new_entry_id("check", 0)))
-            _ring(fake, web.url, connection, WARMUP_CALLS, "warm")
-            _settle(portal.pk)
+            _warm_up(fake, web.url, connection, portal.pk)
             runs = []
             sessions_before = _sessions_opened()
             for n in range(RUNS):
@@ -129,6 +131,30 @@ def run() -> BenchResult:
             opened = _sessions_opened() - sessions_before
         throttled = len(fake.throttled)
     return _result(runs, lone, throttled, opened)
+
+
+def _warm_up(
+    fake: FakeBitrix24, server_url: str, connection: PbxConnection, portal_id: int
+) -> None:
+    """Full bursts until every gunicorn thread holds its database connection: a thread opens
+    it on its first request, and which threads a burst reaches depends on how its connections
+    fell across the worker processes. A first connection opened during the runs would be
+    counted as if a task had opened it."""
+    threads = gunicorn_conf.workers * gunicorn_conf.threads
+    for round_ in range(WARMUP_ROUNDS):
+        _ring(fake, server_url, connection, WARMUP_CALLS, f"warm{round_}")
+        _settle(portal_id)
+        if _web_sessions() >= threads:
+            return
+    print(f"  warm-up: {_web_sessions()} of {threads} web threads connected", flush=True)
+
+
+def _web_sessions() -> int:
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [WEB_APP_NAME]
+        )
+        return int(cursor.fetchone()[0])
 
 
 def _sessions_opened() -> int:
@@ -316,7 +342,8 @@ def _result(runs: list[Run], lone: Run, throttled: int, opened: int) -> BenchRes
     result.notes += [
         f"Median run of {RUNS} (by p99): run {median_index + 1}; all runs: "
         + " | ".join(f"run {i + 1}: {r.summary()}" for i, r in enumerate(runs))
-        + f". A warm-up round of {WARMUP_CALLS} calls came first. Before each run: no open "
+        + f". Warm-up bursts of {WARMUP_CALLS} calls came first, until every web thread held its "
+        "database connection. Before each run: no open "
         "command, 2 s quiet, and the app's client-side bucket (Redis b24:bucket:<member_id>) "
         "emptied, standing for the ~25 s it takes to drain after a run.",
         f"{CALLS} threads released by a barrier, each opening its own connection; t0 is taken "
