@@ -1,6 +1,7 @@
 """The Celery app. Queues keep latencies apart:
 `bitrix` (outbox dispatch), `calls`, `sms`, `recordings`, `default`."""
 
+import gc
 import os
 from typing import Any
 
@@ -27,3 +28,13 @@ def _recycle_database_connections(task: Any = None, **_: Any) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+@signals.worker_ready.connect
+@signals.worker_process_init.connect
+def _freeze_loaded_objects(**_: Any) -> None:
+    """Once a worker has loaded the app (the main process when it is ready, each pool process
+    when it starts): move every object loaded so far out of the garbage collector's sight, as
+    the web workers do (bitrixapp/gunicorn_conf.py). A full collection in the main process
+    walked them all, 36-58 ms during which no task message was passed on to the pool."""
+    gc.freeze()
