@@ -1,18 +1,8 @@
-"""The web server's per-worker setup (bitrixapp/gunicorn_conf.py)."""
+"""How many web workers and threads (bitrixapp/gunicorn_conf.py)."""
 
-import gc
 import importlib
 
 from bitrixapp import gunicorn_conf
-
-
-def test_a_started_worker_freezes_what_it_loaded_so_full_collections_skip_it():
-    before = gc.get_freeze_count()
-    try:
-        gunicorn_conf.post_worker_init(worker=None)
-        assert gc.get_freeze_count() > before
-    finally:
-        gc.unfreeze()  # the test process goes on collecting as before
 
 
 def test_workers_outnumber_two_cores_and_the_environment_sizes_them(monkeypatch):
