@@ -1,5 +1,7 @@
 """Downloads from webhook-given URLs reach public addresses only (bitrixapp.public_http)."""
 
+import http.server
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -96,3 +98,66 @@ def test_mango_mtt_and_mts_refuse_an_api_url_inside_the_network(refused_provider
             attempt()
         assert refused.value.permanent
     assert not hits
+
+
+# ---------------------------------------------------------------- redirects
+
+PUBLIC = "127.0.0.2"  # a loopback address, called public by the stub below
+
+
+@pytest.fixture
+def public_redirector(monkeypatch):
+    """A host standing for a public one (127.0.0.2, which this test's `is_public` calls
+    public: nothing public is reachable from here) answering every GET with a redirect to
+    `target` (set by the test); counts the GETs it answered."""
+    real_is_public = public_http.is_public
+    monkeypatch.setattr(public_http, "is_public", lambda a: a == PUBLIC or real_is_public(a))
+    answered = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            answered.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", server.target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((PUBLIC, 0), Redirect)
+    server.target = ""
+    server.answered = answered
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_a_redirect_from_a_public_host_to_a_private_one_is_refused(
+    public_redirector, local_server, settings
+):
+    """The check is made on every connection, so a public URL cannot bounce the request
+    inside (a redirect to the metadata service or to localhost)."""
+    settings.PROVIDERS_ALLOW_PRIVATE_HOSTS = False
+    public_redirector.target = local_server.url("rec.wav")
+    url = f"http://{PUBLIC}:{public_redirector.server_port}/recording"
+    with public_http.session() as http_session, pytest.raises(public_http.PrivateAddress):
+        http_session.get(url, timeout=5)
+    assert public_redirector.answered == ["/recording"]  # the public host was asked
+    assert not local_server.gets  # the private one never was
+
+
+def test_mango_refuses_a_recording_link_inside_the_network(local_server, settings):
+    """Mango's API answers with the link a recording is downloaded from: it goes through the
+    same rule, and the refusal is final (retrying would reach the same address)."""
+    from telephony.providers import mango
+    from telephony.providers.base import ProviderError
+
+    settings.PROVIDERS_ALLOW_PRIVATE_HOSTS = False
+    with pytest.raises(ProviderError, match="private or local address") as refused:
+        mango.Mango()._download(local_server.url("rec.wav"), "r1")
+    assert refused.value.permanent
+    assert not local_server.gets
