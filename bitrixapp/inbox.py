@@ -178,8 +178,11 @@ def inbox_of(model: type[InboundRequest] | str) -> Inbox:
 # ---------------------------------------------------------------- storing
 
 
-def store(model: type[InboundRequest], **fields: Any) -> InboundRequest | None:
+def store(
+    model: type[InboundRequest], only_if: prepared.Guard | None = None, **fields: Any
+) -> InboundRequest | None:
     """Keep a request; None when its dedupe key was stored before (a duplicate delivery).
+    With `only_if`, only while that condition holds (prepared.NotInserted if not).
 
     A `received` row is queued for processing once the caller's transaction commits."""
     row = model(**{k: _storable(v) for k, v in fields.items()})
@@ -188,9 +191,9 @@ def store(model: type[InboundRequest], **fields: Any) -> InboundRequest | None:
         # duplicate's IntegrityError from breaking it.
         if transaction.get_connection().in_atomic_block:
             with transaction.atomic():
-                prepared.insert(row)
+                prepared.insert(row, only_if)
         else:
-            prepared.insert(row)
+            prepared.insert(row, only_if)
     except IntegrityError:
         return None
     if row.state == InboundRequest.State.RECEIVED:

@@ -252,20 +252,43 @@ class Select:
         with connection.cursor() as cursor:
             cursor.execute(self._head + " AND ".join(where) + self._order, params)
             fetched = cursor.fetchall()
-        return [tuple(_converted(self.db, self.columns, row)) for row in fetched]
+        return [tuple(converted(self.db, self.columns, row)) for row in fetched]
 
 
-def insert(row: models.Model) -> None:
-    """INSERT a new row (as `save()` would, without its signals) and set its primary key."""
+class Guard(NamedTuple):
+    """A condition an INSERT is made under, checked by the database in the same statement:
+    `exists`, a SELECT whose values are %s parameters (`params`), must find a row."""
+
+    exists: str
+    params: Sequence[Any]
+
+
+class NotInserted(Exception):
+    """A guarded INSERT found its condition false: nothing was written."""
+
+
+def insert(row: models.Model, only_if: Guard | None = None) -> None:
+    """INSERT a new row (as `save()` would, without its signals) and set its primary key.
+    With `only_if`, only while that condition holds (NotInserted if it does not), still one
+    statement."""
     model = type(row)
     db = router.db_for_write(model)
     connection = connections[db]
-    sql, fields = _insert_sql(model, db)
+    if only_if is None:
+        sql, fields = _insert_sql(model, db)
+    else:
+        head, fields = _insert_select(model, db)
+        sql = f"{head} WHERE EXISTS ({only_if.exists}) RETURNING {_pk_column(model, db)}"
     params = [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+    if only_if is not None:
+        params += only_if.params
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        if connection.features.can_return_columns_from_insert:
-            row.pk = cursor.fetchone()[0]
+        if only_if is not None or connection.features.can_return_columns_from_insert:
+            returned = cursor.fetchone()
+            if returned is None:
+                raise NotInserted(f"{model._meta.label}: the condition of the INSERT is false")
+            row.pk = returned[0]
         else:
             row.pk = cursor.lastrowid
     row._state.adding, row._state.db = False, db
@@ -308,8 +331,27 @@ def _insert_sql(model: type[models.Model], db: str) -> tuple[str, tuple[Any, ...
     head, fields = _insert_head(model, db)
     sql = f"{head} VALUES ({', '.join(['%s'] * len(fields))})"
     if connection.features.can_return_columns_from_insert:
-        sql += f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+        sql += f" RETURNING {_pk_column(model, db)}"
     return sql, fields
+
+
+@functools.cache
+def _insert_select(model: type[models.Model], db: str) -> tuple[str, tuple[Any, ...]]:
+    """INSERT ... SELECT of one row's values, to which a WHERE is appended. PostgreSQL types
+    the values of a SELECT by themselves (a JSON text would stay text, which a jsonb column
+    refuses), so each is cast to its column's type; SQLite, typed per value, needs no cast
+    (and would turn JSON text into a number if given one)."""
+    connection = connections[db]
+    head, fields = _insert_head(model, db)
+    if connection.vendor == "postgresql":
+        values = [f"CAST(%s AS {field.cast_db_type(connection)})" for field in fields]
+    else:
+        values = ["%s"] * len(fields)
+    return f"{head} SELECT {', '.join(values)}", fields
+
+
+def _pk_column(model: type[models.Model], db: str) -> str:
+    return connections[db].ops.quote_name(model._meta.pk.column)
 
 
 @functools.cache
@@ -329,19 +371,19 @@ def _loaded_fields(model: type[models.Model], skip: Iterable[str]) -> tuple[Any,
 def _from_db(
     db: str, model: type[models.Model], fields: Sequence[Any], values: Sequence[Any]
 ) -> models.Model:
-    return model.from_db(db, [field.attname for field in fields], _converted(db, fields, values))
+    return model.from_db(db, [field.attname for field in fields], converted(db, fields, values))
 
 
-def _converted(db: str, fields: Sequence[Any], values: Sequence[Any]) -> list[Any]:
+def converted(db: str, fields: Sequence[Any], values: Sequence[Any]) -> list[Any]:
     """Column values as the ORM hands them out: every field's database converters applied."""
     connection = connections[db]
-    converted = []
+    values_out = []
     for field, value in zip(fields, values, strict=True):
         column, converters = _conversion(field, db)
         for convert in converters:
             value = convert(value, column, connection)
-        converted.append(value)
-    return converted
+        values_out.append(value)
+    return values_out
 
 
 @functools.cache

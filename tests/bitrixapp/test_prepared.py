@@ -75,6 +75,28 @@ def test_insert_sets_the_key_and_the_defaults_and_refuses_a_duplicate(make_porta
         prepared.insert(twice)
 
 
+def test_a_guarded_insert_writes_the_row_only_while_its_condition_holds(make_portal):
+    """Every column cast to its type (JSON, text, timestamps, keys) and the same row as an
+    unguarded INSERT; a false condition writes nothing; a duplicate is still refused."""
+    portal, _ = make_portal()
+    conn = PbxConnection.objects.create(portal=portal, name="Office", provider="mango")
+    holds = prepared.Guard("SELECT 1 FROM telephony_pbxconnection WHERE id = %s", [conn.pk])
+    row = PbxEvent(
+        portal=portal, connection=conn, source="s", dedupe_key="g1", headers={"X-A": "1"}
+    )
+    prepared.insert(row, only_if=holds)
+    assert concrete_values(PbxEvent.objects.get(pk=row.pk)) == concrete_values(row)
+    fails = prepared.Guard("SELECT 1 FROM telephony_pbxconnection WHERE id = %s", [-1])
+    with pytest.raises(prepared.NotInserted):
+        prepared.insert(
+            PbxEvent(portal=portal, connection=conn, source="s", dedupe_key="g2"), fails
+        )
+    assert not PbxEvent.objects.filter(dedupe_key="g2").exists()
+    twice = PbxEvent(portal=portal, connection=conn, source="s", dedupe_key="g1")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        prepared.insert(twice, only_if=holds)
+
+
 def waiting_events() -> prepared.WaitingRows:
     return prepared.WaitingRows(
         PbxEvent,
