@@ -1,9 +1,10 @@
 """POST /telephony/hooks/<uuid>/... : the PBX webhook of one connection.
 
-Cheap on purpose: find the connection, check the size and the signature, keep the redacted
-raw request once, answer, and queue the processing after commit. The body is parsed here only
-to answer a malformed one with 400 naming the field; a signed malformed body is kept as
-`rejected` with that reason, so that "process again" can recover it after a parser fix.
+Cheap on purpose: find the connection (remembered by the process, bitrixapp.webhooks), check
+the size and the signature, keep the redacted raw request once, answer, and queue the
+processing after commit. The body is parsed here only to answer a malformed one with 400
+naming the field; a signed malformed body is kept as `rejected` with that reason, so that
+"process again" can recover it after a parser fix.
 Processing parses the stored body again (telephony.pipeline.handle). No Bitrix24 call here.
 """
 
@@ -13,7 +14,14 @@ from rest_framework.request import Request
 from bitrixapp import inbox, storable
 from bitrixapp.http import ApiError, InboundEndpoint, bad_request
 from bitrixapp.middleware import server_endpoint
-from bitrixapp.webhooks import receiver_by_hook
+from bitrixapp.prepared import NotInserted
+from bitrixapp.webhooks import (
+    Found,
+    ReceiverChanged,
+    forget_receiver,
+    receiver_by_hook,
+    remembered_receiver,
+)
 from telephony import alerts, providers
 from telephony.models import PbxConnection, PbxEvent
 from telephony.providers.base import Provider, Webhook, WebhookRejected
@@ -28,32 +36,52 @@ class PbxWebhookView(InboundEndpoint):
     parser_classes: list = []
 
     def post(self, request: Request, hook: str, subpath: str = "") -> HttpResponse:
-        connection = receiver_by_hook(PbxConnection, hook, "PBX connection")
-        webhook = Webhook(
-            _storable_path(subpath),
-            request.body,
-            request.content_type,
-            method=request.method,
-            query=request.META.get("QUERY_STRING", ""),
-            headers=request.headers,
-        )
-        provider = providers.get(connection.provider)
         try:
-            provider.verify(connection, webhook)
-        except WebhookRejected as exc:
-            if exc.status == 403:
-                alerts.webhook_refused(connection, exc.detail)
-            raise _answer(exc) from exc
-        alerts.webhook_accepted(connection)
-        try:
-            events = provider.parse(webhook)
-        except WebhookRejected as exc:
-            _keep(connection, provider, webhook, state=State.REJECTED, error=exc.detail)
-            raise _answer(exc) from exc
-        row = _keep(connection, provider, webhook, events=[e.to_json() for e in events])
-        if row is None:
-            return JsonResponse({"status": "duplicate"})
-        return JsonResponse({"status": "accepted", "event_id": row.pk})
+            connection = remembered_receiver(PbxConnection, hook, WHAT, GUARDED)
+            return _accept(connection, request, subpath)
+        except ReceiverChanged:
+            # The connection changed since this process remembered it (or the signature did
+            # not match what it remembered): judge the request on the row as it is now.
+            forget_receiver(PbxConnection, hook)
+            connection = Found(receiver_by_hook(PbxConnection, hook, WHAT), None)
+            return _accept(connection, request, subpath)
+
+
+WHAT = "PBX connection"
+# What the acknowledgement reads of a connection besides `is_active`: a remembered one is
+# used only while these are unchanged in the database (bitrixapp.webhooks).
+GUARDED = ("portal", "provider", "credentials", "last_error")
+
+
+def _accept(receiver: Found[PbxConnection], request: Request, subpath: str) -> HttpResponse:
+    connection = receiver.row
+    webhook = Webhook(
+        _storable_path(subpath),
+        request.body,
+        request.content_type,
+        method=request.method,
+        query=request.META.get("QUERY_STRING", ""),
+        headers=request.headers,
+    )
+    provider = providers.get(connection.provider)
+    try:
+        provider.verify(connection, webhook)
+    except WebhookRejected as exc:
+        if exc.status == 403:
+            if receiver.guard is not None:
+                raise ReceiverChanged from exc  # the key may have changed: look again
+            alerts.webhook_refused(connection, exc.detail)
+        raise _answer(exc) from exc
+    alerts.webhook_accepted(connection)
+    try:
+        events = provider.parse(webhook)
+    except WebhookRejected as exc:
+        _keep(receiver, provider, webhook, state=State.REJECTED, error=exc.detail)
+        raise _answer(exc) from exc
+    row = _keep(receiver, provider, webhook, events=[e.to_json() for e in events])
+    if row is None:
+        return JsonResponse({"status": "duplicate"})
+    return JsonResponse({"status": "accepted", "event_id": row.pk})
 
 
 def _storable_path(subpath: str) -> str:
@@ -74,18 +102,23 @@ def _answer(exc: WebhookRejected) -> ApiError:
 
 
 def _keep(
-    connection: PbxConnection, provider: Provider, webhook: Webhook, **fields: object
+    receiver: Found[PbxConnection], provider: Provider, webhook: Webhook, **fields: object
 ) -> PbxEvent | None:
     """Store the authenticated request, secrets masked; None for a duplicate delivery."""
-    return inbox.store(
-        PbxEvent,
-        portal_id=connection.portal_id,
-        connection=connection,
-        source=webhook.path,
-        dedupe_key=provider.dedupe_key(webhook),
-        body=inbox.redact(webhook.body, webhook.content_type, provider.secret_fields),
-        content_type=webhook.content_type[:100],
-        query=inbox.redact_query(webhook.query_string, provider.secret_fields),
-        headers=inbox.diagnostic_headers(webhook.headers, provider.kept_headers),
-        **fields,
-    )
+    connection = receiver.row
+    try:
+        return inbox.store(
+            PbxEvent,
+            only_if=receiver.guard,
+            portal_id=connection.portal_id,
+            connection=connection,
+            source=webhook.path,
+            dedupe_key=provider.dedupe_key(webhook),
+            body=inbox.redact(webhook.body, webhook.content_type, provider.secret_fields),
+            content_type=webhook.content_type[:100],
+            query=inbox.redact_query(webhook.query_string, provider.secret_fields),
+            headers=inbox.diagnostic_headers(webhook.headers, provider.kept_headers),
+            **fields,
+        )
+    except NotInserted as exc:
+        raise ReceiverChanged from exc

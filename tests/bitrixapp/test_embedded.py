@@ -141,6 +141,7 @@ class Serve:
     """`manage.py serve` as `make run` starts it, its output in a file."""
 
     def __init__(self, tmp: Path):
+        self.var_dir = tmp / "var"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / "serve.log"
@@ -148,7 +149,7 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "serve"],
             cwd=ROOT,
-            env=clean_env(tmp / "var", PORT=str(self.port)),
+            env=clean_env(self.var_dir, PORT=str(self.port)),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a terminal's Ctrl-C reaches serve alone; so here
@@ -258,6 +259,42 @@ def test_the_logs_keep_webhook_urls_without_their_secrets(serve: Serve) -> None:
     serve.wait_for(r'"POST /telephony/hooks/\*\*\*/\?api_key=\*\*\* HTTP/1\.1" 404')
     serve.wait_for(r"Not Found: /telephony/hooks/\*\*\*/")
     assert hook not in serve.output() and "topsecret" not in serve.output()
+
+
+MANGO_CONNECTION = """
+from bitrixapp.models import Portal
+from telephony.models import PbxConnection
+portal = Portal.objects.create(member_id="m-serve", domain="serve.bitrix24.ru",
+    client_endpoint="https://serve.bitrix24.ru/rest/", access_token="tok")
+print(PbxConnection.objects.create(portal=portal, name="Office", provider="mango",
+    credentials={"api_key": "k-serve", "api_salt": "s-serve"}, default_user_id=1).webhook_uuid)
+"""
+DEACTIVATE = (
+    "from telephony.models import PbxConnection; PbxConnection.objects.update(is_active=False)"
+)
+
+
+def test_pbx_webhooks_are_stored_on_sqlite_also_once_the_connection_is_remembered(
+    serve: Serve,
+) -> None:
+    """On one kept-alive connection (one web process): the first webhook looks the connection
+    up, the next ones are stored under the guard that it did not change (an INSERT ... SELECT
+    ... WHERE EXISTS, written for SQLite without casts); a deactivation is seen at once."""
+    from tests.fakes.mango import fixture, signed_body
+
+    env = clean_env(serve.var_dir)
+    hook = manage(env, "shell", "-c", MANGO_CONNECTION).split()[-1]  # after Django's notices
+    url = f"{serve.url}/telephony/hooks/{hook}/events/call"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    names = ("call__appeared_inbound", "call__connected", "call__disconnected")
+    with requests.Session() as http:
+        for name in names:
+            body = signed_body("k-serve", "s-serve", fixture(name)["json"])
+            answer = http.post(url, data=body, headers=form, timeout=10)
+            assert answer.status_code == 200 and answer.json()["status"] == "accepted", answer.text
+        manage(env, "shell", "-c", DEACTIVATE)
+        body = signed_body("k-serve", "s-serve", fixture("summary__inbound_answered")["json"])
+        assert http.post(url, data=body, headers=form, timeout=10).status_code == 404
 
 
 def test_a_killed_worker_is_restarted_while_the_web_server_keeps_answering(serve: Serve) -> None:

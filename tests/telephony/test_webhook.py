@@ -7,7 +7,8 @@ import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
-from telephony.models import PbxEvent
+from bitrixapp.models import Portal
+from telephony.models import PbxConnection, PbxEvent
 from tests.fakes.mango import fixture, signed_body
 from tests.telephony.conftest import API_KEY, API_SALT
 
@@ -129,7 +130,8 @@ def test_a_burst_of_duplicate_deliveries_makes_one_bitrix24_call(pbx):
 
 def test_the_ack_decrypts_only_the_connection_credentials(pbx, monkeypatch):
     """The cheap ack: one lookup (the portal's tokens are not loaded: each would be a Fernet
-    decrypt), one insert, and nothing else."""
+    decrypt), one insert, and nothing else but, the first time a web process sees the URL,
+    the read of what it remembers (bitrixapp.webhooks)."""
     from bitrixapp import crypto
 
     decrypted = []
@@ -137,8 +139,87 @@ def test_the_ack_decrypts_only_the_connection_credentials(pbx, monkeypatch):
     monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(1) or real(token))
     with CaptureQueriesContext(db_connection) as queries:
         assert pbx.post("events/call", body()).status_code == 200
-    assert len(decrypted) == 1  # the connection's credentials, which the signature check needs
-    # lookup; SAVEPOINT, INSERT, RELEASE (inbox.store)
-    assert len(queries) == 4, [q["sql"][:80] for q in queries]
+    # The connection's credentials, which the signature check needs: as looked up, then as
+    # stored, to remember them only if they did not change in between.
+    assert len(decrypted) == 2
+    # lookup; stored values; SAVEPOINT, INSERT, RELEASE (inbox.store)
+    assert len(queries) == 5, [q["sql"][:80] for q in queries]
     # The webhook UUID is unique: no ORDER BY to compile (or sort) for the lookup.
     assert "ORDER BY" not in queries[0]["sql"], queries[0]["sql"]
+
+
+def test_a_remembered_connection_costs_the_ack_one_insert(pbx, monkeypatch):
+    from bitrixapp import crypto
+
+    assert pbx.post("events/call", body()).status_code == 200
+    decrypted = []
+    real = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda token: decrypted.append(1) or real(token))
+    with CaptureQueriesContext(db_connection) as queries:
+        response = pbx.post("events/call", body("call__connected"))
+    assert response.json()["status"] == "accepted"
+    assert not decrypted
+    # SAVEPOINT, INSERT (guarded: the connection unchanged), RELEASE
+    assert len(queries) == 3, [q["sql"][:80] for q in queries]
+    assert "WHERE EXISTS" in queries[1]["sql"]
+
+
+# A remembered connection never accepts what a fresh look-up would refuse: every change is
+# seen by the very next webhook. `update()` changes the row behind the app's back (no
+# signal, no save), as another web process or an admin action would.
+
+
+def test_a_connection_deactivated_after_it_was_remembered_refuses_the_next_webhook(pbx):
+    assert pbx.post("events/call", body()).status_code == 200
+    PbxConnection.objects.filter(pk=pbx.connection.pk).update(is_active=False)
+    assert pbx.post("events/call", body("call__connected")).status_code == 404
+    assert PbxEvent.objects.count() == 1
+
+
+def test_a_deleted_connection_refuses_the_next_webhook(pbx):
+    assert pbx.post("events/call", body()).status_code == 200
+    PbxConnection.objects.filter(pk=pbx.connection.pk).delete()
+    assert pbx.post("events/call", body("call__connected")).status_code == 404
+
+
+def test_an_uninstalled_portal_refuses_the_next_webhook(pbx):
+    assert pbx.post("events/call", body()).status_code == 200
+    Portal.objects.filter(pk=pbx.portal.pk).update(status=Portal.Status.UNINSTALLED)
+    assert pbx.post("events/call", body("call__connected")).status_code == 410
+    assert PbxEvent.objects.count() == 1
+
+
+def test_new_credentials_take_effect_with_the_next_webhook(pbx):
+    assert pbx.post("events/call", body()).status_code == 200
+    pbx.connection.credentials = {"api_key": API_KEY, "api_salt": "new-salt"}
+    pbx.connection.save()
+    # Signed with the new salt: accepted, though the process remembered the old one.
+    response = pbx.post("events/call", body("call__connected", salt="new-salt"))
+    assert response.json()["status"] == "accepted"
+    assert PbxConnection.objects.get(pk=pbx.connection.pk).last_error == ""
+    # Signed with the old salt: refused and recorded, though it was valid a moment ago.
+    response = pbx.post("events/call", body("call__disconnected"))
+    assert response.status_code == 403
+    assert "api_salt" in PbxConnection.objects.get(pk=pbx.connection.pk).last_error
+
+
+def test_the_old_credentials_are_refused_at_once(pbx):
+    """The process remembered the connection and its old key: a webhook signed with that key
+    passes the check in memory, and is refused all the same (the INSERT sees the change)."""
+    assert pbx.post("events/call", body()).status_code == 200
+    pbx.connection.credentials = {"api_key": API_KEY, "api_salt": "new-salt"}
+    pbx.connection.save()
+    assert pbx.post("events/call", body("call__connected")).status_code == 403
+    assert PbxEvent.objects.count() == 1
+
+
+def test_a_refusal_recorded_elsewhere_is_cleared_by_the_next_good_webhook(pbx):
+    """Another process refused a forged webhook while this one remembered the connection:
+    the next genuine webhook here still sees the refusal and closes it."""
+    from telephony import alerts
+
+    assert pbx.post("events/call", body()).status_code == 200
+    alerts.webhook_refused(PbxConnection.objects.get(pk=pbx.connection.pk), "sign does not match")
+    assert pbx.post("events/call", body("call__connected")).json()["status"] == "accepted"
+    assert PbxConnection.objects.get(pk=pbx.connection.pk).last_error == ""
+    assert PbxEvent.objects.count() == 2
