@@ -344,10 +344,19 @@ def _insert_select(model: type[models.Model], db: str) -> tuple[str, tuple[Any, 
     connection = connections[db]
     head, fields = _insert_head(model, db)
     if connection.vendor == "postgresql":
-        values = [f"CAST(%s AS {field.cast_db_type(connection)})" for field in fields]
+        values = [f"CAST(%s AS {_cast_type(field, connection)})" for field in fields]
     else:
         values = ["%s"] * len(fields)
     return f"{head} SELECT {', '.join(values)}", fields
+
+
+def _cast_type(field: Any, connection: Any) -> str:
+    """The type a value is cast to: its column's, but a text without its length (a cast to
+    varchar(n) cuts a longer value silently; the column itself refuses it, as it does on an
+    unguarded INSERT)."""
+    if isinstance(field, models.CharField):
+        return str(connection.ops.cast_char_field_without_max_length)
+    return str(field.cast_db_type(connection))
 
 
 def _pk_column(model: type[models.Model], db: str) -> str:

@@ -72,9 +72,10 @@ def portal_for_event(member_id: str, token: str) -> Portal:
 # connection up each time (a SELECT, building the rows, a Fernet decrypt) was a quarter of
 # the acknowledgement's CPU. A web process keeps what it looked up; the request is then
 # stored under a guard, in the INSERT itself, that the row is still the one remembered
-# (active, the same provider, credentials and last error, its portal not uninstalled).
-# If anything changed, nothing is stored and the request is checked again against a fresh
-# look-up, so a remembered row never lets through what a fresh one would refuse.
+# (active, the fields the caller names unchanged, its portal not uninstalled). If anything
+# changed, nothing is stored and the caller judges the request again on a fresh look-up
+# (ReceiverChanged), as it does for any outcome but a plain acceptance: a remembered row
+# never lets through, or answers, what a fresh one would not.
 
 
 class ReceiverChanged(Exception):

@@ -67,10 +67,15 @@ def webhook_refused(connection: PbxConnection, detail: str) -> None:
     )
 
 
+def refusal_open(connection: PbxConnection) -> bool:
+    """Whether the connection's last error is a refused webhook (webhook_accepted closes it)."""
+    return connection.last_error.startswith(WEBHOOK_REFUSED)
+
+
 def webhook_accepted(connection: PbxConnection) -> None:
     """A verified webhook after refused ones: the key is right again. The connection's last
     error tells whether there is anything to close, so a healthy webhook costs no query."""
-    if not connection.last_error.startswith(WEBHOOK_REFUSED):
+    if not refusal_open(connection):
         return
     PbxConnection.objects.filter(pk=connection.pk, last_error__startswith=WEBHOOK_REFUSED).update(
         last_error=""

@@ -50,28 +50,36 @@ class PbxWebhookView(InboundEndpoint):
 WHAT = "PBX connection"
 # What the acknowledgement reads of a connection besides `is_active`: a remembered one is
 # used only while these are unchanged in the database (bitrixapp.webhooks).
-GUARDED = ("portal", "provider", "credentials", "last_error")
+GUARDED = ("webhook_uuid", "portal", "provider", "credentials", "last_error")
 
 
 def _accept(receiver: Found[PbxConnection], request: Request, subpath: str) -> HttpResponse:
+    """Judge and keep one webhook. On a remembered connection only the plain acceptance is
+    made: whatever else the request would get (an error answer, closing a recorded refusal)
+    is decided again on the connection as it is now (ReceiverChanged), so that a connection
+    deactivated, re-keyed or uninstalled meanwhile answers exactly as a fresh look-up would."""
     connection = receiver.row
-    webhook = Webhook(
-        _storable_path(subpath),
-        request.body,
-        request.content_type,
-        method=request.method,
-        query=request.META.get("QUERY_STRING", ""),
-        headers=request.headers,
-    )
     provider = providers.get(connection.provider)
     try:
+        webhook = Webhook(
+            _storable_path(subpath),
+            request.body,
+            request.content_type,
+            method=request.method,
+            query=request.META.get("QUERY_STRING", ""),
+            headers=request.headers,
+        )
         provider.verify(connection, webhook)
-    except WebhookRejected as exc:
+    except (ApiError, WebhookRejected) as exc:
+        if receiver.guard is not None:
+            raise ReceiverChanged from exc
+        if isinstance(exc, ApiError):
+            raise
         if exc.status == 403:
-            if receiver.guard is not None:
-                raise ReceiverChanged from exc  # the key may have changed: look again
             alerts.webhook_refused(connection, exc.detail)
         raise _answer(exc) from exc
+    if receiver.guard is not None and alerts.refusal_open(connection):
+        raise ReceiverChanged  # closing a recorded refusal: on the row as it is now
     alerts.webhook_accepted(connection)
     try:
         events = provider.parse(webhook)

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, connections, transaction
+from django.db import DataError, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from bitrixapp import prepared
@@ -95,6 +95,10 @@ def test_a_guarded_insert_writes_the_row_only_while_its_condition_holds(make_por
     twice = PbxEvent(portal=portal, connection=conn, source="s", dedupe_key="g1")
     with pytest.raises(IntegrityError), transaction.atomic():
         prepared.insert(twice, only_if=holds)
+    # A value too long for its column is refused as by an unguarded INSERT, not cut short.
+    too_long = PbxEvent(portal=portal, connection=conn, source="s" * 101, dedupe_key="g3")
+    with pytest.raises(DataError), transaction.atomic():
+        prepared.insert(too_long, only_if=holds)
 
 
 def waiting_events() -> prepared.WaitingRows:

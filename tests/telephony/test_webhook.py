@@ -223,3 +223,38 @@ def test_a_refusal_recorded_elsewhere_is_cleared_by_the_next_good_webhook(pbx):
     assert pbx.post("events/call", body("call__connected")).json()["status"] == "accepted"
     assert PbxConnection.objects.get(pk=pbx.connection.pk).last_error == ""
     assert PbxEvent.objects.count() == 2
+
+
+def test_a_deactivated_connection_answers_404_before_any_other_check(pbx):
+    """A remembered connection answers nothing of its own but a plain acceptance: once it is
+    deactivated, a malformed request or a bad path gets the 404 a fresh look-up gives."""
+    assert pbx.post("events/call", body()).status_code == 200
+    PbxConnection.objects.filter(pk=pbx.connection.pk).update(is_active=False)
+    assert pbx.post("events/call", b"vpbx_api_key=mango-key&json=%7B%7D").status_code == 404
+    assert pbx.post("x" * 200, body("call__connected")).status_code == 404
+
+
+def test_a_new_webhook_url_retires_the_old_one_at_once(pbx):
+    assert pbx.post("events/call", body()).status_code == 200
+    PbxConnection.objects.filter(pk=pbx.connection.pk).update(webhook_uuid=uuid.uuid4())
+    assert pbx.post("events/call", body("call__connected")).status_code == 404
+
+
+def test_the_old_key_never_closes_a_recorded_refusal(pbx):
+    """The process remembered the connection while a refusal was recorded on it; the admin
+    then changed the key. A webhook signed with the old key passes the check in memory: it
+    must not close the refusal (and tell the admins it is fixed) before being refused."""
+    from bitrixapp.models import Problem
+    from bitrixapp.webhooks import forget_receiver
+
+    assert pbx.post("events/call", body(salt="wrong")).status_code == 403
+    forget_receiver(PbxConnection, pbx.connection.webhook_uuid)
+    # Looked up and remembered with the refusal recorded, then refused the same way again.
+    assert pbx.post("events/call", body(salt="wrong")).status_code == 403
+    pbx.connection.refresh_from_db()
+    pbx.connection.credentials = {"api_key": API_KEY, "api_salt": "new-salt"}
+    pbx.connection.save()
+    assert pbx.post("events/call", body("call__connected")).status_code == 403
+    problems = Problem.objects.filter(kind="webhook_bad_signature")
+    assert [p.is_open for p in problems] == [True]
+    assert not PbxEvent.objects.exists()
