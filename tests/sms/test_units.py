@@ -69,6 +69,26 @@ def test_reserve_spaces_slots_and_refuses_far_ones():
     assert ratelimit.reserve(key, 10, 5.0).wait == pytest.approx(far.wait, abs=0.05)
 
 
+def test_a_send_held_up_past_its_slot_takes_a_new_one_instead_of_bunching():
+    """A worker whose claim (or a busy machine) made it miss its slot by more than half a
+    slot books the next free one and leaves then; one on time leaves without booking."""
+    from sms import tasks
+
+    key = f"test:{time.monotonic()}"
+    on_time = ratelimit.reserve(key, 10, 1.0)
+    tasks._wait_for_slot(key, 10, time.monotonic() + on_time.wait)
+    assert ratelimit.reserve(key, 10, 1.0).wait == pytest.approx(0.1, abs=0.03)  # not moved
+
+    key = f"test:late:{time.monotonic()}"
+    late = ratelimit.reserve(key, 10, 1.0)
+    started = time.monotonic()
+    tasks._wait_for_slot(key, 10, started + late.wait - 0.2)  # 200 ms behind its slot
+    waited = time.monotonic() - started
+    # It booked the slot after its own (0.1 s on) and slept until it.
+    assert 0.07 < waited < 0.3, waited
+    assert ratelimit.reserve(key, 10, 1.0).wait == pytest.approx(0.1, abs=0.05)
+
+
 def test_normalize_report_counts_and_lists_invalid_rows(tmp_path):
     path = tmp_path / "numbers.csv"
     path.write_text(
