@@ -47,6 +47,7 @@ SOLO_PARAM_CHARS = 100_000  # big payloads (recordings) go alone: a batch must f
 LEASE = timedelta(seconds=15)
 HEARTBEAT_S = 5.0
 DISPATCH_SLICE_S = 2.0  # one task serves a portal this long, then queues its continuation
+KICK_FLAG_S = 10  # a kick's "a dispatcher is on its way" flag lasts this long at most
 # Bitrix24 unreachable: after this many requests in a row failed as a whole (network, 5xx),
 # the portal's dispatching pauses between tries (doubling from 1 s up to OUTAGE_PAUSE_MAX_S)
 # instead of spending its request budget on an outage; the first answer ends the pause.
@@ -243,8 +244,10 @@ def kick(portal_id: int, countdown: float = 0, force: bool = False) -> None:
         cache.delete(_kick_key(portal_id))
     if countdown > 0:
         _wake_later(portal_id, countdown)
-    elif cache.add(_kick_key(portal_id), 1, timeout=10):
-        current_app.send_task("bitrixapp.tasks.dispatch_portal", args=[portal_id])
+    elif cache.add(_kick_key(portal_id), 1, timeout=KICK_FLAG_S):
+        current_app.send_task(
+            "bitrixapp.tasks.dispatch_portal", args=[portal_id], kwargs={"flagged_at": time.time()}
+        )
 
 
 def _wake_later(portal_id: int, countdown: float) -> None:
@@ -262,16 +265,22 @@ def _wake_later(portal_id: int, countdown: float) -> None:
 # ---------------------------------------------------------------- dispatching
 
 
-def dispatch(portal_id: int, slice_s: float = DISPATCH_SLICE_S) -> None:
+def dispatch(
+    portal_id: int, slice_s: float = DISPATCH_SLICE_S, flagged_at: float | None = None
+) -> None:
     """Send this portal's ready commands for one short slice of a worker's time.
 
     It never sleeps in the worker: with the bucket empty it schedules a timed run and returns,
     and after a slice it queues its continuation behind the other tasks, so call events on a
     shared worker never wait long behind it. While it runs, the kick flag stays set: new
-    commands do not start a second dispatcher, this loop picks them up.
+    commands do not start a second dispatcher, this loop picks them up. `flagged_at`: when
+    the kick that queued this run set the flag (time.time()).
     """
-    # Outlives one slice; a dispatcher killed mid-run blocks kicks only this long.
-    cache.set(_kick_key(portal_id), 1, timeout=int(slice_s) + 5)
+    run_flag_s = int(slice_s) + 5  # a dispatcher killed mid-run blocks kicks only this long
+    if flagged_at is None or time.time() - flagged_at > KICK_FLAG_S - run_flag_s:
+        # A timed run, or a kick's flag too old to outlive this slice. Otherwise the kick set
+        # it moments ago, and setting it again was a Redis round trip on the idle path.
+        cache.set(_kick_key(portal_id), 1, timeout=run_flag_s)
     deadline = time.monotonic() + slice_s
     portal = None
     while True:

@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
-def dispatch_portal(portal_id: int) -> None:
-    outbox.dispatch(portal_id)
+def dispatch_portal(portal_id: int, flagged_at: float | None = None) -> None:
+    outbox.dispatch(portal_id, flagged_at=flagged_at)
 
 
 @shared_task(ignore_result=True)

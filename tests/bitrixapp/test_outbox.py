@@ -583,3 +583,31 @@ def test_an_unreachable_bitrix24_is_tried_less_and_less_often_until_it_answers(f
     drain(portal)  # drain keeps calling the dispatcher: the pause ends within a second
     assert states(command) == [State.DONE]
     assert outbox._outage_pause(portal.pk) == 0
+
+
+@pytest.mark.parametrize(
+    ("flagged_s_ago", "sets_its_flag"),
+    [
+        (None, True),  # a timed run: no kick set the flag
+        (0.0, False),  # queued by a kick moments ago: the kick's flag outlives this run
+        (outbox.KICK_FLAG_S, True),  # queued long ago: the kick's flag is about to expire
+    ],
+)
+def test_a_dispatcher_sets_its_flag_unless_a_kick_just_did(
+    fake, make_portal, monkeypatch, flagged_s_ago, sets_its_flag
+):
+    """Every run must hold the flag for its whole slice; a fresh kick's flag already does,
+    and setting it again was a Redis round trip on the path of an idle command."""
+    from django.core.cache import cache
+
+    portal, _ = make_portal()
+    outbox.enqueue(portal, "profile")
+    flag, set_keys = outbox._kick_key(portal.pk), []
+    real_set = cache.set
+    monkeypatch.setattr(
+        cache, "set", lambda key, *a, **k: set_keys.append(key) or real_set(key, *a, **k)
+    )
+    flagged_at = None if flagged_s_ago is None else time.time() - flagged_s_ago
+    outbox.dispatch(portal.pk, slice_s=2, flagged_at=flagged_at)
+    assert (flag in set_keys) is sets_its_flag
+    assert executed(fake) == ["profile"]
