@@ -78,12 +78,14 @@ def _wait_for_slot(pace: str, rate: float, due: float) -> None:
     right behind the next slot's send: the gateway counts the sends of every second, and a
     few late ones bunched with punctual ones went over its limit (429). The message is
     claimed for SEND_LEASE, so the new slot may be further off than WAIT_IN_WORKER_S."""
+    booked = True
     while True:
         time.sleep(max(0.0, due - time.monotonic()))
-        if time.monotonic() - due <= LATE_SLOT_FRACTION / rate:
+        if booked and time.monotonic() - due <= LATE_SLOT_FRACTION / rate:
             return
+        # Not booked (the next free slot was further off still): ask again once it is near.
         slot = ratelimit.reserve(pace, rate, SEND_LEASE.total_seconds() / 2)
-        due = time.monotonic() + slot.wait
+        booked, due = slot.booked, time.monotonic() + slot.wait
 
 
 def _later(message_id: int, delay: float) -> None:
