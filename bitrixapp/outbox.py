@@ -291,7 +291,7 @@ def dispatch(
             cache.delete(_kick_key(portal_id))
             kick(portal_id)  # more to send: continue after what is queued meanwhile
             return
-        wait = _outage_pause(portal_id) or ratelimit.take(portal.member_id, portal.plan)
+        wait = ratelimit.take(portal.member_id, portal.plan)  # an outage's pause included
         if wait:
             kick(portal_id, countdown=wait)  # the timed run takes over (the flag stays set)
             return
@@ -314,19 +314,15 @@ def _kick_key(portal_id: int) -> str:
     return f"b24:kick:{portal_id}"
 
 
-def _outage_pause(portal_id: int) -> float:
-    """Seconds until the next try while the portal's Bitrix24 seems down (0: go)."""
-    until = cache.get(f"b24:outage:{portal_id}:until")
-    return max(0.0, until - time.time()) if until else 0.0
-
-
 def _note_reachability(portal: Portal, outcome: Outcome) -> None:
     """A whole request failed (network, 5xx) or was answered: count failures in a row, and
-    past OUTAGE_AFTER_FAILURES pause the portal's sending for a growing while."""
+    past OUTAGE_AFTER_FAILURES hold the portal's sending for a growing while (a hold of the
+    rate limiter, so that the dispatcher learns of it with the request slot it takes)."""
     key = f"b24:outage:{portal.pk}"
     with _unless_redis_is_down("outage tracking"):
         if outcome is not Outcome.TRANSIENT:
-            cache.delete_many([f"{key}:failures", f"{key}:until"])
+            # Sending at all means no hold was in force: only the count of failures ends.
+            cache.delete(f"{key}:failures")
             return
         cache.add(f"{key}:failures", 0, timeout=3600)
         failures = cache.incr(f"{key}:failures")
@@ -334,7 +330,7 @@ def _note_reachability(portal: Portal, outcome: Outcome) -> None:
             pause = get_exponential_backoff_interval(
                 1, failures - OUTAGE_AFTER_FAILURES, OUTAGE_PAUSE_MAX_S
             )
-            cache.set(f"{key}:until", time.time() + pause, timeout=int(pause) + 5)
+            ratelimit.hold(portal.member_id, pause)
 
 
 def _sending_portal(portal_id: int) -> Portal | None:

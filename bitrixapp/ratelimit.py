@@ -31,12 +31,15 @@ class Bucket:
 
 PLAN_BUCKETS = {"standard": Bucket(2.0, 50), "enterprise": Bucket(5.0, 250)}
 
-# KEYS[1] bucket; ARGV: drain/s, size, cost, fill ("1" = we were refused: treat as full).
-# Returns seconds to wait before the request may go (0 = taken now).
+# KEYS[1] bucket, KEYS[2] hold (until when no request may go, Redis time); ARGV: drain/s,
+# size, cost, fill ("1" = we were refused: treat as full). Returns seconds to wait before
+# the request may go (0 = taken now); a hold in force takes nothing and says how long it lasts.
 _LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local drain, size, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cost > 0 and hold > now then return tostring(hold - now) end
 local level = tonumber(redis.call('HGET', KEYS[1], 'level') or '0')
 local ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or tostring(now))
 level = math.max(0, level - (now - ts) * drain)
@@ -64,6 +67,14 @@ return {1, tostring(wait)}
 """
 
 
+# KEYS[1] hold; ARGV: seconds. No request of the key goes for that long (Redis time).
+_HOLD_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('SET', KEYS[1], tostring(now + tonumber(ARGV[1])), 'PX', math.ceil(ARGV[1] * 1000))
+"""
+
+
 @dataclass(frozen=True)
 class Reservation:
     booked: bool  # True: a send slot is ours, `wait` seconds from now
@@ -77,6 +88,7 @@ class RedisLimiter:
         self._client = redis.Redis.from_url(url)
         self._script = self._client.register_script(_LUA)
         self._pace = self._client.register_script(_PACE_LUA)
+        self._hold = self._client.register_script(_HOLD_LUA)
 
     def reserve(self, key: str, interval_s: float, max_wait_s: float) -> Reservation:
         booked, wait = self._pace(keys=[f"b24:pace:{key}"], args=[interval_s, max_wait_s])
@@ -84,7 +96,10 @@ class RedisLimiter:
 
     def _run(self, key: str, bucket: Bucket, cost: int, fill: bool) -> float:
         args = [bucket.drain_per_s, bucket.size, cost, "1" if fill else "0"]
-        return float(self._script(keys=[f"b24:bucket:{key}"], args=args))
+        return float(self._script(keys=[f"b24:bucket:{key}", f"b24:hold:{key}"], args=args))
+
+    def hold(self, key: str, seconds: float) -> None:
+        self._hold(keys=[f"b24:hold:{key}"], args=[seconds])
 
     def try_take(self, key: str, bucket: Bucket) -> float:
         return self._run(key, bucket, 1, False)
@@ -98,6 +113,7 @@ class LocalLimiter:
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, float]] = {}
         self._next_free: dict[str, float] = {}
+        self._holds: dict[str, float] = {}
 
     def reserve(self, key: str, interval_s: float, max_wait_s: float) -> Reservation:
         with self._lock:
@@ -111,6 +127,9 @@ class LocalLimiter:
     def _run(self, key: str, bucket: Bucket, cost: int, fill: bool) -> float:
         with self._lock:
             now = time.monotonic()
+            hold = self._holds.get(key, 0.0)
+            if cost > 0 and hold > now:
+                return hold - now
             level, ts = self._state.get(key, (0.0, now))
             level = max(0.0, level - (now - ts) * bucket.drain_per_s)
             if fill:
@@ -129,6 +148,10 @@ class LocalLimiter:
     def mark_full(self, key: str, bucket: Bucket) -> None:
         self._run(key, bucket, 0, True)
 
+    def hold(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._holds[key] = time.monotonic() + seconds
+
 
 @cache
 def limiter() -> RedisLimiter | LocalLimiter:
@@ -143,6 +166,13 @@ def take(key: str, plan: str) -> float:
     """Take one request slot now; 0 = go, else the seconds until one is free (nothing taken).
     Callers never sleep on it in a worker: they schedule a run for later instead."""
     return limiter().try_take(key, bucket_for(plan))
+
+
+def hold(key: str, seconds: float) -> None:
+    """Let no request of `key` go for `seconds` (Bitrix24 seems down): take() answers with
+    the time left, in the same round trip as the bucket."""
+    if seconds > 0:
+        limiter().hold(key, seconds)
 
 
 def refused(key: str, plan: str) -> None:

@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from bitrixapp import outbox, rest
+from bitrixapp import outbox, ratelimit, rest
 from bitrixapp.models import B24Command, Portal
 from tests.conftest import drain
 
@@ -573,7 +573,7 @@ def test_an_unreachable_bitrix24_is_tried_less_and_less_often_until_it_answers(f
     for _ in range(outbox.OUTAGE_AFTER_FAILURES):
         B24Command.objects.update(next_attempt_at=timezone.now())
         outbox.dispatch(portal.pk, slice_s=5)
-    assert 0.5 < outbox._outage_pause(portal.pk) <= 1.0
+    assert 0.5 < ratelimit.take(portal.member_id, portal.plan) <= 1.0  # held, nothing taken
     tried = len(fake.rejected)
     B24Command.objects.update(next_attempt_at=timezone.now())
     outbox.dispatch(portal.pk, slice_s=5)  # due, but the portal waits out its pause
@@ -582,7 +582,7 @@ def test_an_unreachable_bitrix24_is_tried_less_and_less_often_until_it_answers(f
     fake.restore()
     drain(portal)  # drain keeps calling the dispatcher: the pause ends within a second
     assert states(command) == [State.DONE]
-    assert outbox._outage_pause(portal.pk) == 0
+    assert ratelimit.take(portal.member_id, portal.plan) == 0
 
 
 @pytest.mark.parametrize(

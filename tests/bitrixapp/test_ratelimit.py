@@ -29,6 +29,19 @@ def test_refused_request_marks_the_bucket_full(make):
     assert limiter.try_take("b24:t2", bucket) > 0.4
 
 
+@pytest.mark.parametrize("make", [lambda: RedisLimiter(settings.REDIS_URL), LocalLimiter])
+def test_a_hold_stops_every_take_for_its_while_and_takes_nothing(make):
+    """An outage's pause: the take answers with the time left (in the same round trip as the
+    bucket) and spends none of the bucket; afterwards the bucket is whole."""
+    limiter, key = make(), f"b24:hold-{time.monotonic()}"
+    bucket = Bucket(drain_per_s=0.001, size=2)
+    limiter.hold(key, 0.3)
+    assert 0.2 < limiter.try_take(key, bucket) <= 0.3
+    assert 0.1 < limiter.try_take(key, bucket) <= 0.3
+    time.sleep(0.32)
+    assert [limiter.try_take(key, bucket) for _ in range(2)] == [0.0, 0.0]
+
+
 def test_plans_map_to_bitrix24_buckets_with_a_margin():
     assert ratelimit.bucket_for("standard").size < 50
     assert ratelimit.bucket_for("enterprise").size < 250
